@@ -1,0 +1,184 @@
+"""The ``geosam`` command line.
+
+Each command imports its implementation inside the function, so ``geosam --help`` and the
+commands that need no deep-learning stack (tile, synth) start fast and run without torch.
+A :class:`~geosam.utils.errors.GeosamError` becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from geosam import __version__
+from geosam.utils.errors import GeosamError
+
+
+class _Group(click.Group):
+    """A click group that reports user errors as one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except GeosamError as exc:
+            click.echo(f"geosam: error: {exc}", err=True)
+            sys.exit(2)
+
+
+def _int_list(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a comma-separated list of band numbers"
+        ) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="geosam")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def cli(verbose: bool) -> None:
+    """Fine-tune Segment Anything on georeferenced parcels and use it in GIS."""
+    from geosam.utils.logger import setup_logger
+
+    setup_logger(verbose)
+
+
+@cli.command()
+@click.argument("rasters", nargs=-1, required=True)
+@click.option(
+    "--labels",
+    "labels",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Parcel polygons: Shapefile, GeoPackage, GeoJSON, GeoParquet, any CRS.",
+)
+@click.option("--layer", help="Layer of a multi-layer labels file (e.g. a GeoPackage).")
+@click.option("--id-field", help="Column with the parcel id (default: the feature id).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Dataset folder to create.",
+)
+@click.option("--tile-size", default=1024, show_default=True, help="Chip side in pixels.")
+@click.option(
+    "--overlap", default=128, show_default=True, help="Overlap of neighbouring chips (px)."
+)
+@click.option(
+    "--bands",
+    callback=_int_list,
+    help="1 or 3 band numbers for the RGB chip, e.g. 4,3,2 (default: RGB or 1,2,3).",
+)
+@click.option(
+    "--val-fraction",
+    default=0.2,
+    show_default=True,
+    help="Share of tiles for validation, taken as whole spatial blocks.",
+)
+@click.option(
+    "--split-block", default=2, show_default=True, help="Side of a spatial split block, in tiles."
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the split and prompts.")
+@click.option(
+    "--min-area",
+    default=25,
+    show_default=True,
+    help="Drop parcel pieces smaller than this many pixels in a chip.",
+)
+@click.option(
+    "--num-points",
+    default=3,
+    show_default=True,
+    help="Random interior points per instance in the evaluation prompts.",
+)
+@click.option("--keep-empty", is_flag=True, help="Keep chips without parcels.")
+@click.option("--workers", default=1, show_default=True, help="Worker processes.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def tile(
+    rasters: tuple[str, ...],
+    labels: Path,
+    layer: str | None,
+    id_field: str | None,
+    output: Path,
+    tile_size: int,
+    overlap: int,
+    bands: tuple[int, ...] | None,
+    val_fraction: float,
+    split_block: int,
+    seed: int,
+    min_area: int,
+    num_points: int,
+    keep_empty: bool,
+    workers: int,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Cut RASTERS (files, folders or globs) and parcel polygons into a tile dataset."""
+    from geosam.data.tiling import TileParams, tile_dataset
+
+    params = TileParams(
+        tile_size=tile_size,
+        overlap=overlap,
+        bands=bands,
+        val_fraction=val_fraction,
+        split_block=split_block,
+        seed=seed,
+        min_area=min_area,
+        keep_empty=keep_empty,
+        num_points=num_points,
+        workers=workers,
+    )
+    manifest = tile_dataset(
+        rasters,
+        labels,
+        output,
+        params,
+        layer=layer,
+        id_field=id_field,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    counts = manifest["counts"]
+    click.echo(
+        f"{output}: {counts['tiles']} tiles ({counts['train_tiles']} train, {counts['val_tiles']} "
+        f"val), {counts['instances']} instances, {manifest['ground_resolution_m']:.3g} m/px; "
+        f"footprints: {output / manifest['files']['footprints']}"
+    )
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for scene.tif and parcels.gpkg.",
+)
+@click.option("--size", default=2048, show_default=True, help="Raster side in pixels.")
+@click.option("--seed", default=0, show_default=True, help="Scene seed.")
+@click.option("--resolution", default=1.0, show_default=True, help="Ground resolution (m/px).")
+def synth(output: Path, size: int, seed: int, resolution: float) -> None:
+    """Write a synthetic georeferenced farmland scene and its parcel polygons."""
+    from geosam.data.synthetic import make_scene
+
+    if size < 64:
+        raise GeosamError(f"--size {size} is too small: use at least 64 px")
+    files = make_scene(output, size=size, seed=seed, resolution=resolution, progress=True)
+    click.echo(f"raster: {files.raster}\nlabels: {files.labels}")
+
+
+def main() -> None:
+    cli(prog_name="geosam")
+
+
+if __name__ == "__main__":
+    main()
