@@ -130,3 +130,8 @@ def polygonized_iou(dataset: Path, labels: Path, id_field: str, layer: str | Non
             intersection += shapely.intersection(a, b).area
             union += shapely.union(a, b).area
     return intersection / union
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Two shared cores: torch's default thread pool oversubscribes them and slows tests ~20x.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -43,7 +43,8 @@ def draw_instances(
         overlay[instance_outlines(mask)] = (1.0, 1.0, 0.0, 1.0)
         ax.imshow(overlay, interpolation="nearest")
     for x0, y0, x1, y1 in boxes:
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="cyan", lw=0.8))
+        corner, width, height = (x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1
+        ax.add_patch(Rectangle(corner, width, height, fill=False, ec="cyan", lw=0.8))
     if len(points):
         xy = np.asarray(points)
         ax.scatter(xy[:, 0], xy[:, 1], s=12, c="red", edgecolors="white", linewidths=0.5)

@@ -52,8 +52,9 @@ def rasterize_instances(
 def describe_instances(mask: np.ndarray, tile_id: str, seed: int, num_points: int) -> list[dict]:
     """Pixel box, area and the seeded evaluation prompts of every instance in a mask.
 
-    Boxes are XYXY in pixel-edge coordinates (x1, y1 exclusive), the convention of SAM's box
-    prompts; points are pixel centres.
+    Boxes and points use SAM's prompt convention: integer pixel indices (SAM's prompt encoder
+    adds the half pixel itself), boxes XYXY from the first to the last pixel of the instance
+    (x1, y1 inclusive, as segment_anything's ``batched_mask_to_box``).
     """
     records = []
     for instance_id, window in enumerate(ndimage.find_objects(mask), start=1):
@@ -69,8 +70,8 @@ def describe_instances(mask: np.ndarray, tile_id: str, seed: int, num_points: in
                 "instance_id": instance_id,
                 "box_x0": xs.start,
                 "box_y0": ys.start,
-                "box_x1": xs.stop,
-                "box_y1": ys.stop,
+                "box_x1": xs.stop - 1,
+                "box_y1": ys.stop - 1,
                 "area_px": int(crop.sum()),
                 "point_x": cx + xs.start,
                 "point_y": cy + ys.start,

@@ -22,8 +22,8 @@ MASKS = "masks"
 CONVENTIONS = {
     "chip": "GeoTIFF, 3 bands uint8 RGB after the source's stretch; nodata in the internal mask",
     "mask": "GeoTIFF on the chip's grid; instance ids 1..n, 0 = no parcel; id k = instance k",
-    "box": "XYXY in pixel-edge coordinates of the chip, x1 and y1 exclusive",
-    "points": "(x, y) pixel-centre coordinates of the chip",
+    "box": "XYXY pixel indices of the chip, first to last pixel (x1, y1 inclusive), as SAM",
+    "points": "(x, y) pixel indices of the chip (column, row), as SAM's point prompts",
     "clipped": "the parcel reaches the chip edge or extends beyond it",
     "split": "whole split blocks go to train or val; overlapping tiles share a block",
 }

@@ -23,16 +23,16 @@ def interior_points(
 ) -> tuple[tuple[float, float], np.ndarray]:
     """The most interior pixel of a boolean mask and ``num_random`` random interior pixels.
 
-    Returns pixel-centre (x, y) coordinates relative to the mask array. The most interior pixel
+    Returns (x, y) pixel indices (column, row) relative to the mask array. The most interior pixel
     maximises the distance to the mask's border (the tile edge counts as border), which is where
     a person clicking on a parcel would click. Random points avoid the outermost pixels where
     possible so that a point prompt is unambiguous about which parcel it means.
     """
     distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
-    centre = (float(x) + 0.5, float(y) + 0.5)
+    centre = (float(x), float(y))
     inner = distance >= min(3.0, float(distance.max()))
     ys, xs = np.nonzero(inner)
     picks = rng.choice(ys.size, size=num_random, replace=ys.size < num_random)
-    points = np.stack([xs[picks] + 0.5, ys[picks] + 0.5], axis=1).astype(np.float64)
+    points = np.stack([xs[picks], ys[picks]], axis=1).astype(np.float64)
     return centre, points

@@ -101,8 +101,8 @@ def _cut(job: TileJob, source: RasterSource, ctx: TileContext) -> TileOutcome:
         chip = np.repeat(chip, 3, axis=0)
     if valid is not None:
         chip[:, ~valid] = 0
-    _write_geotiff(ctx.out_dir / CHIPS / f"{job.tile_id}.tif", chip, ds.crs, transform, valid)
-    _write_geotiff(ctx.out_dir / MASKS / f"{job.tile_id}.tif", mask[None], ds.crs, transform)
+    write_geotiff(ctx.out_dir / CHIPS / f"{job.tile_id}.tif", chip, ds.crs, transform, valid)
+    write_geotiff(ctx.out_dir / MASKS / f"{job.tile_id}.tif", mask[None], ds.crs, transform)
 
     tile_bounds = bounds(window, ds.transform)
     inside = shapely.within(polygons[kept], shapely.box(*tile_bounds)) if kept.size else []
@@ -110,10 +110,8 @@ def _cut(job: TileJob, source: RasterSource, ctx: TileContext) -> TileOutcome:
     instances = describe_instances(mask, job.tile_id, ctx.seed, ctx.num_points)
     for record, index, whole in zip(instances, kept, inside, strict=True):
         # a parcel reaching the chip edge may continue outside it: SAM cannot know its extent
-        at_edge = (
-            record["box_x0"] == 0
-            or record["box_y0"] == 0
-            or (record["box_x1"] == shape[1] or record["box_y1"] == shape[0])
+        at_edge = min(record["box_x0"], record["box_y0"]) == 0 or (
+            record["box_x1"] == shape[1] - 1 or record["box_y1"] == shape[0] - 1
         )
         record.update(
             feature_id=job.feature_ids[index],
@@ -143,7 +141,7 @@ def _cut(job: TileJob, source: RasterSource, ctx: TileContext) -> TileOutcome:
     return TileOutcome(job.tile_id, "ok", tile, instances)
 
 
-def _write_geotiff(
+def write_geotiff(
     path: Path,
     array: np.ndarray,
     crs: rasterio.crs.CRS,

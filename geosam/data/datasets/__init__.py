@@ -1,0 +1,3 @@
+from geosam.data.datasets.tile_dataset import TileDataset
+
+__all__ = ["TileDataset"]

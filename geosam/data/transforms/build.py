@@ -1,0 +1,102 @@
+"""``build_transforms(cfg, is_train)``: the per-chip pipeline from a tile to a training sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from yacs.config import CfgNode
+
+from geosam.data.transforms.dihedral import allowed_variants, apply_variant
+from geosam.data.transforms.prompts import PROMPT_KINDS, PromptSampler, PromptSet, fixed_prompts
+from geosam.data.transforms.sam_input import SamInput
+
+
+@dataclass
+class Sample:
+    """One chip ready for collation: image or cached-embedding key, prompts with targets."""
+
+    tile_id: str
+    variant: int
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    prompts: PromptSet
+    image: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+
+
+class TrainTransform:
+    """A random variant of the chip, fresh prompts sampled from its mask, SAM's input frame."""
+
+    def __init__(self, cfg: CfgNode, variants: tuple[int, ...]):
+        self.variants = variants
+        self.sampler = PromptSampler(
+            cfg.INPUT.PROMPT_TYPES,
+            cfg.INPUT.PROMPT_WEIGHTS,
+            cfg.INPUT.NUM_POINTS,
+            cfg.INPUT.NEGATIVE_POINTS,
+            cfg.INPUT.BOX_JITTER,
+            cfg.INPUT.BOX_JITTER_MAX_PX,
+            cfg.INPUT.MAX_INSTANCES,
+        )
+        self.sam_input = SamInput(cfg.INPUT.IMAGE_SIZE, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+
+    def __call__(
+        self,
+        tile_id: str,
+        image: np.ndarray | None,
+        mask: np.ndarray,
+        instances: pd.DataFrame,
+        rng: np.random.Generator,
+    ) -> Sample:
+        variant = int(rng.choice(self.variants))
+        mask = np.ascontiguousarray(apply_variant(mask, variant))
+        prompts = self.sampler(mask, rng)
+        if image is not None:
+            image = self.sam_input.image(np.ascontiguousarray(apply_variant(image, variant)))
+        return Sample(
+            tile_id=tile_id,
+            variant=variant,
+            original_size=mask.shape,
+            input_size=self.sam_input.input_size(mask.shape),
+            prompts=self.sam_input.prompts(mask, prompts),
+            image=image,
+        )
+
+
+class EvalTransform:
+    """The chip as it is, with the fixed evaluation prompts of every instance from the index."""
+
+    def __init__(self, cfg: CfgNode, kinds: tuple[str, ...] = PROMPT_KINDS):
+        self.kinds = kinds
+        self.sam_input = SamInput(cfg.INPUT.IMAGE_SIZE, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+
+    def __call__(
+        self,
+        tile_id: str,
+        image: np.ndarray | None,
+        mask: np.ndarray,
+        instances: pd.DataFrame,
+        rng: np.random.Generator,
+    ) -> Sample:
+        prompts = fixed_prompts(instances, self.kinds)
+        return Sample(
+            tile_id=tile_id,
+            variant=0,
+            original_size=mask.shape,
+            input_size=self.sam_input.input_size(mask.shape),
+            prompts=self.sam_input.prompts(mask, prompts),
+            image=None if image is None else self.sam_input.image(image),
+        )
+
+
+def training_variants(cfg: CfgNode) -> tuple[int, ...]:
+    """The dihedral variants training draws from (and the embedding cache must hold)."""
+    return allowed_variants(cfg.INPUT.HFLIP, cfg.INPUT.VFLIP, cfg.INPUT.ROT90)
+
+
+def build_transforms(cfg: CfgNode, is_train: bool) -> TrainTransform | EvalTransform:
+    if is_train:
+        return TrainTransform(cfg, training_variants(cfg))
+    return EvalTransform(cfg)

@@ -1,0 +1,186 @@
+"""The training data pipeline: preprocessing parity, augmentation, prompts, loader, cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from geosam.config import load_config
+from geosam.data.build import make_data_loader, prepare_embedding_cache
+from geosam.data.tiling import TileParams, tile_dataset
+from geosam.data.transforms.dihedral import allowed_variants, apply_variant
+from geosam.data.transforms.prompts import PromptSampler
+from geosam.modeling import build_model
+from geosam.runtime.preprocess import preprocess_image, scale_coords
+from geosam.utils.errors import GeosamError
+
+
+@pytest.fixture
+def tiles(scene: tuple[Path, Path], tmp_path: Path) -> Path:
+    raster, labels = scene
+    out = tmp_path / "tiles"
+    params = TileParams(tile_size=256, overlap=32, split_block=1, val_fraction=0.3, seed=3)
+    tile_dataset([str(raster)], labels, out, params, progress=False)
+    return out
+
+
+def tiny_cfg(tiles: Path, *opts: str):
+    return load_config("configs/tiny.yaml", ["DATASETS.TRAIN", str(tiles), *opts])
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (300, 200), (97, 130)])
+def test_preprocessing_matches_segment_anything(shape: tuple[int, int]) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    ours, (h, w) = preprocess_image(image, 256)
+    sam_resize = ResizeLongestSide(256)
+    resized = sam_resize.apply_image(image)
+    model = build_model(load_config("configs/tiny.yaml"))
+    theirs = model.preprocess(torch.from_numpy(resized).permute(2, 0, 1)[None].float())[0]
+    assert (h, w) == resized.shape[:2]
+    np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-5)
+    coords = np.array([[10.0, 20.0], [shape[1] - 1, shape[0] - 1]])
+    np.testing.assert_allclose(
+        scale_coords(coords, shape, 256), sam_resize.apply_coords(coords, shape)
+    )
+
+
+def test_dihedral_groups() -> None:
+    assert allowed_variants(False, False, False) == (0,)
+    assert allowed_variants(True, False, False) == (0, 4)
+    assert allowed_variants(False, True, False) == (0, 6)
+    assert allowed_variants(True, True, False) == (0, 2, 4, 6)
+    assert allowed_variants(False, False, True) == (0, 1, 2, 3)
+    assert allowed_variants(True, True, True) == tuple(range(8))
+    image = np.arange(12).reshape(3, 4)
+    np.testing.assert_array_equal(apply_variant(image, 4), image[:, ::-1])
+    np.testing.assert_array_equal(apply_variant(image, 6), image[::-1])
+    views = {
+        apply_variant(image, v).tobytes() + bytes(apply_variant(image, v).shape) for v in range(8)
+    }
+    assert len(views) == 8
+
+
+def test_prompt_sampler_respects_the_masks() -> None:
+    mask = np.zeros((64, 64), np.uint16)
+    mask[5:30, 5:40] = 1
+    mask[35:60, 10:50] = 2
+    mask[40:45, 20:25] = 0
+    sampler = PromptSampler(["box", "point", "points"], [1, 1, 1], 3, 2, 0.1, 3, 8)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(30):
+        prompts = sampler(mask, rng)
+        seen |= set(prompts)
+        for kind, arrays in prompts.items():
+            ids = arrays["instance_ids"]
+            if kind == "box":
+                for box, i in zip(arrays["boxes"], ids, strict=True):
+                    ys, xs = np.nonzero(mask == i)
+                    exact = np.array([xs.min(), ys.min(), xs.max(), ys.max()])
+                    sides = np.array([exact[2] - exact[0] + 1, exact[3] - exact[1] + 1] * 2)
+                    assert (np.abs(box - exact) <= np.minimum(0.1 * sides, 3) + 1e-9).all()
+                continue
+            for coords, labels, i in zip(arrays["coords"], arrays["labels"], ids, strict=True):
+                for (x, y), label in zip(coords, labels, strict=True):
+                    if label == 1:
+                        assert mask[int(y), int(x)] == i
+                    elif label == 0:
+                        assert mask[int(y), int(x)] != i
+    assert seen == {"box", "point", "points"}
+
+
+def test_loader_yields_the_batch_contract(tiles: Path) -> None:
+    cfg = tiny_cfg(tiles, "DATALOADER.IMS_PER_BATCH", "2")
+    torch.manual_seed(0)
+    batch = next(iter(make_data_loader(cfg, is_train=True)))
+    assert batch["images"].shape == (2, 3, 256, 256)
+    assert batch["input_sizes"].tolist() == [[256, 256]] * 2
+    for prompts in batch["prompts"]:
+        assert 0 < sum(len(p["instance_ids"]) for p in prompts.values()) <= 8
+        for kind, arrays in prompts.items():
+            n = len(arrays["instance_ids"])
+            assert (
+                arrays["targets"].shape == (n, 256, 256) and arrays["targets"].dtype == torch.bool
+            )
+            assert arrays["targets"].flatten(1).any(1).all()
+            if kind == "box":
+                assert arrays["boxes"].shape == (n, 4)
+            else:
+                k = 1 if kind == "point" else 5
+                assert arrays["coords"].shape == (n, k, 2) and arrays["labels"].shape == (n, k)
+                positive = arrays["labels"] == 1
+                xy = arrays["coords"].long()
+                inside = arrays["targets"][torch.arange(n)[:, None], xy[..., 1], xy[..., 0]]
+                assert inside[positive].all()
+
+
+def test_val_loader_uses_the_fixed_prompts(tiles: Path) -> None:
+    cfg = tiny_cfg(tiles)
+    first = [b["prompts"] for b in make_data_loader(cfg, is_train=False)]
+    again = [b["prompts"] for b in make_data_loader(cfg, is_train=False)]
+    for a, b in zip(first, again, strict=True):
+        for pa, pb in zip(a, b, strict=True):
+            assert set(pa) == {"box", "point", "points"}
+            torch.testing.assert_close(pa["box"]["boxes"], pb["box"]["boxes"])
+            torch.testing.assert_close(pa["points"]["coords"], pb["points"]["coords"])
+
+
+def test_subset_options(tiles: Path) -> None:
+    from geosam.data.build import make_dataset
+
+    full = make_dataset(tiny_cfg(tiles), True)
+    assert len(make_dataset(tiny_cfg(tiles, "DATALOADER.MAX_SAMPLES", "2"), True)) == 2
+    half = make_dataset(tiny_cfg(tiles, "DATALOADER.FRACTION", "0.5"), True)
+    assert len(half) == round(len(full) * 0.5)
+    with pytest.raises(GeosamError, match="no 'nope' chips"):
+        make_dataset(tiny_cfg(tiles, "DATASETS.TRAIN_SPLIT", "nope"), True)
+
+
+def test_embedding_cache_hit_miss_and_invalidation(tiles: Path, monkeypatch) -> None:
+    cfg = tiny_cfg(tiles, "INPUT.ROT90", "False", "INPUT.VFLIP", "False")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    cache = prepare_embedding_cache(cfg, model, is_train=True, progress=False)
+    files = sorted(cache.directory.glob("*.npy"))
+    n_train = len(make_data_loader(cfg, True).dataset)
+    assert len(files) == 2 * n_train  # identity + left-right flip
+    # a hit: nothing is encoded again
+    calls = []
+    monkeypatch.setattr(model.image_encoder, "forward", lambda x: calls.append(x) or x)
+    again = prepare_embedding_cache(cfg, model, is_train=True, progress=False)
+    assert again.directory == cache.directory and not calls
+    monkeypatch.undo()
+    # the cached embedding is the encoder's output for that variant
+    dataset = make_data_loader(cfg, True, cache).dataset
+    tile_id = dataset.tile_ids[0]
+    chip = apply_variant(dataset.read_chip(0), 4).copy()
+    with torch.no_grad():
+        expected = model.image_encoder(torch.from_numpy(preprocess_image(chip, 256)[0])[None])
+    np.testing.assert_allclose(cache.load(tile_id, 4), expected[0].numpy(), atol=2e-2, rtol=1e-2)
+    # a miss after an interruption: only the lost entry is rebuilt
+    files[0].unlink()
+    prepare_embedding_cache(cfg, model, is_train=True, progress=False)
+    assert files[0].exists()
+    # new encoder weights: another key, another folder; the old one is never read
+    with torch.no_grad():
+        model.image_encoder.neck[0].weight.add_(1.0)
+    other = prepare_embedding_cache(cfg, model, is_train=True, progress=False)
+    assert other.directory != cache.directory
+    # a folder whose key does not match is refused
+    (other.directory / "key.json").write_text((cache.directory / "key.json").read_text())
+    with pytest.raises(GeosamError, match="another model or dataset"):
+        prepare_embedding_cache(cfg, model, is_train=True, progress=False)
+
+
+def test_loader_reads_cached_embeddings(tiles: Path) -> None:
+    cfg = tiny_cfg(tiles, "DATALOADER.IMS_PER_BATCH", "2")
+    model = build_model(cfg)
+    cache = prepare_embedding_cache(cfg, model, is_train=True, progress=False)
+    batch = next(iter(make_data_loader(cfg, True, cache)))
+    assert "images" not in batch
+    assert batch["embeddings"].shape == (2, 256, 16, 16)
+    assert batch["embeddings"].dtype == torch.float32
