@@ -176,6 +176,47 @@ def synth(output: Path, size: int, seed: int, resolution: float) -> None:
     click.echo(f"raster: {files.raster}\nlabels: {files.labels}")
 
 
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--config-file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A yacs preset, e.g. configs/sam_vit_b_decoder.yaml or configs/tiny.yaml.",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue the run in OUTPUT_DIR from its last checkpoint."
+)
+@click.option("--overwrite", is_flag=True, help="Replace a run already in OUTPUT_DIR.")
+@click.option(
+    "--nproc-per-node",
+    type=int,
+    default=None,
+    help="Spawn this many training processes here (or start geosam with torchrun).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.argument("opts", nargs=-1, type=click.UNPROCESSED)
+def train(
+    config_file: Path,
+    resume: bool,
+    overwrite: bool,
+    nproc_per_node: int | None,
+    quiet: bool,
+    opts: tuple[str, ...],
+) -> None:
+    """Fine-tune SAM on a tile dataset. OPTS are KEY VALUE config overrides, e.g.
+    DATASETS.TRAIN tiles/ MODEL.CHECKPOINT sam_vit_b_01ec64.pth OUTPUT_DIR runs/a."""
+    from geosam.config import load_config
+    from geosam.engine.launch import launch_training
+
+    if not config_file.is_file():
+        raise GeosamError(f"--config-file {config_file} does not exist")
+    cfg = load_config(str(config_file), list(opts))
+    launch_training(
+        cfg, resume=resume, overwrite=overwrite, nproc_per_node=nproc_per_node, progress=not quiet
+    )
+    click.echo(f"run: {cfg.OUTPUT_DIR}")
+
+
 def main() -> None:
     cli(prog_name="geosam")
 

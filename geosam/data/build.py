@@ -63,7 +63,6 @@ def make_data_loader(
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         collate_fn=BatchCollator(),
         drop_last=False,
-        persistent_workers=cfg.DATALOADER.NUM_WORKERS > 0,
     )
 
 

@@ -10,7 +10,7 @@ from affine import Affine
 from rasterio import features
 from scipy import ndimage
 
-from geosam.data.tiling.prompts import interior_points, prompt_rng
+from geosam.data.tiling.prompts import boundary_distance, interior_points, prompt_rng
 
 
 def rasterize_instances(
@@ -57,13 +57,14 @@ def describe_instances(mask: np.ndarray, tile_id: str, seed: int, num_points: in
     (x1, y1 inclusive, as segment_anything's ``batched_mask_to_box``).
     """
     records = []
+    distance = boundary_distance(mask)
     for instance_id, window in enumerate(ndimage.find_objects(mask), start=1):
         if window is None:
             continue
         ys, xs = window
         crop = mask[window] == instance_id
         rng = prompt_rng(seed, tile_id, instance_id)
-        (cx, cy), points = interior_points(crop, rng, num_points)
+        (cx, cy), points = interior_points(crop, distance[window], rng, num_points)
         records.append(
             {
                 "tile_id": tile_id,

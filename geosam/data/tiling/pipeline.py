@@ -47,7 +47,15 @@ from geosam.data.tiling.rasters import (
     expand_raster_paths,
     median_resolution,
 )
-from geosam.data.tiling.tile_writer import GDAL_ENV, TileContext, TileJob, TileOutcome, cut_tile
+from geosam.data.tiling.tile_writer import (
+    GDAL_ENV,
+    TileContext,
+    TileJob,
+    TileOutcome,
+    cut_tile,
+    cut_tile_in_worker,
+    init_worker,
+)
 from geosam.utils.errors import GeosamError
 
 logger = logging.getLogger(__name__)
@@ -217,20 +225,6 @@ def _plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
 
-_WORKER: TileContext | None = None
-
-
-def _init_worker(context: TileContext) -> None:
-    global _WORKER
-    _WORKER = context
-    rasterio.Env(**GDAL_ENV).__enter__()
-
-
-def _work(job: TileJob) -> TileOutcome:
-    assert _WORKER is not None
-    return cut_tile(job, _WORKER)
-
-
 def _run_jobs(
     jobs: Iterator[TileJob],
     total: int,
@@ -258,8 +252,8 @@ def _run_jobs(
         else:
             # spawn: workers must not inherit GDAL state or threads from this process
             mp = multiprocessing.get_context("spawn")
-            with mp.Pool(params.workers, initializer=_init_worker, initargs=(context,)) as pool:
-                for outcome in pool.imap_unordered(_work, jobs, chunksize=2):
+            with mp.Pool(params.workers, initializer=init_worker, initargs=(context,)) as pool:
+                for outcome in pool.imap_unordered(cut_tile_in_worker, jobs, chunksize=2):
                     outcomes.append(outcome)
                     bar.update()
     finally:

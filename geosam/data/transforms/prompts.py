@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from geosam.data.tiling.prompts import interior_points
+from geosam.data.tiling.prompts import boundary_distance, interior_points
 
 PromptSet = dict[str, dict[str, np.ndarray]]
 PROMPT_KINDS = ("box", "point", "points")
@@ -85,7 +85,7 @@ class PromptSampler:
             return {"boxes": self._jitter(box, mask.shape, rng), "instance_id": instance_id}
         crop = mask[window] == instance_id
         count = 1 if kind == "point" else self.num_points
-        _, points = interior_points(crop, rng, count)
+        _, points = interior_points(crop, boundary_distance(crop.astype(np.uint8)), rng, count)
         positives = points + np.array([xs.start, ys.start])
         if kind == "point":
             return {"coords": positives, "labels": np.ones(1), "instance_id": instance_id}

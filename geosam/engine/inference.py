@@ -1,0 +1,192 @@
+"""``inference(cfg, model, loader)``: SAM's masks for every prompt of a loader, scored.
+
+The evaluator is an ignite ``Engine`` (:func:`create_evaluator`), so the trainer evaluates with
+the very same engine between epochs and ``geosam evaluate`` runs it on its own. Each step runs
+:func:`~geosam.modeling.prompted.decode_batch`, keeps per prompt the output the IoU head ranks
+first, upscales it to the input frame (:func:`~geosam.modeling.prompted.predict_masks`),
+thresholds it at TEST.MASK_THRESHOLD and scores it against the prompt's target
+(:mod:`geosam.engine.metrics`). Under distributed evaluation every process scores its shard
+and :class:`~geosam.engine.metrics.PromptMetrics` sums over processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.exceptions import NotComputableError
+from ignite.handlers import ProgressBar
+from segment_anything.modeling import Sam
+from torch.utils.data import DataLoader
+from yacs.config import CfgNode
+
+from geosam.engine.metrics import PromptMetrics, score_masks
+from geosam.modeling.prompted import Batch, batch_to_device, decode_batch, predict_masks
+from geosam.utils.errors import GeosamError
+
+logger = logging.getLogger("geosam.engine")
+
+# The name of the PromptMetrics result in an evaluator's ``state.metrics``; its keys ("mIoU",
+# "dice", ...) are stored there too.
+METRICS_NAME = "prompts"
+
+
+def resolve_device(cfg: CfgNode) -> torch.device:
+    """MODEL.DEVICE as a device; under a distributed launch, the one ignite gives this process
+    (``cuda:<local rank>`` with NCCL), whatever MODEL.DEVICE says."""
+    if idist.get_world_size() > 1:
+        return idist.device()
+    if cfg.MODEL.DEVICE == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(cfg.MODEL.DEVICE)
+    except RuntimeError as e:
+        raise GeosamError(
+            f"MODEL.DEVICE {cfg.MODEL.DEVICE!r} is not a device (auto, cpu, cuda or cuda:N)"
+        ) from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GeosamError(
+            f"MODEL.DEVICE is {cfg.MODEL.DEVICE} but CUDA is not available (use auto or cpu)"
+        )
+    return device
+
+
+def amp_dtype(cfg: CfgNode, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype with SOLVER.AMP on CUDA: bf16 where the GPU has it (no loss scaling
+    needed), else fp16; None (full fp32) on CPU, where autocast would only slow SAM down."""
+    if not cfg.SOLVER.AMP or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype``, or nothing when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class PromptScores:
+    """The scores of the N prompts of one kind on one chip (an evaluator step's output item)."""
+
+    kind: str
+    tile_id: str
+    variant: int
+    instance_ids: torch.Tensor
+    # The IoU head's estimate for the mask that was scored.
+    predicted_iou: torch.Tensor
+    # Keys of geosam.engine.metrics.SUMMARY_NAMES, each (N,).
+    scores: dict[str, torch.Tensor]
+
+
+def evaluate_batch(
+    cfg: CfgNode, model: Sam, batch: Batch, device: torch.device
+) -> list[PromptScores]:
+    """Decode, threshold and score every prompt of ``batch`` (no gradients)."""
+    model.eval()
+    batch = batch_to_device(batch, device)
+    with torch.no_grad():
+        with autocast(amp_dtype(cfg, device), device):
+            decoded = decode_batch(model, batch, cfg.MODEL.MULTIMASK)
+        results = []
+        for item in decoded:
+            logits, predicted_iou = predict_masks(item, cfg.INPUT.IMAGE_SIZE)
+            height, width = item.input_size
+            scores = score_masks(logits > cfg.TEST.MASK_THRESHOLD, item.targets[:, :height, :width])
+            results.append(
+                PromptScores(
+                    kind=item.kind,
+                    tile_id=batch["tile_ids"][item.image_index],
+                    variant=batch["variants"][item.image_index],
+                    instance_ids=item.instance_ids,
+                    predicted_iou=predicted_iou,
+                    scores=scores,
+                )
+            )
+    return results
+
+
+def create_evaluator(cfg: CfgNode, model: Sam, device: torch.device) -> Engine:
+    """An ignite Engine whose run over a loader leaves the :class:`PromptMetrics` summary in
+    ``state.metrics[METRICS_NAME]`` (and its overall values under their own names, e.g.
+    ``state.metrics["mIoU"]``, for score functions). ``model`` is the bare Sam, already on
+    ``device``; each step's output is a list of :class:`PromptScores`."""
+    evaluator = Engine(lambda engine, batch: evaluate_batch(cfg, model, batch, device))
+    PromptMetrics(
+        output_transform=lambda output: [(item.kind, item.scores) for item in output],
+        device=device,
+    ).attach(evaluator, METRICS_NAME)
+    return evaluator
+
+
+def run_evaluation(evaluator: Engine, loader: DataLoader) -> dict[str, Any]:
+    """Run ``evaluator`` over ``loader``; its summary, or a GeosamError if there was nothing
+    to score."""
+    try:
+        return dict(evaluator.run(loader).metrics[METRICS_NAME])
+    except NotComputableError as e:
+        raise GeosamError("no prompts to evaluate: the validation data holds no instances") from e
+
+
+def prompt_records(output: list[PromptScores]) -> list[dict[str, Any]]:
+    """One plain dict per prompt (tile, kind, instance, predicted IoU and scores), e.g. for
+    choosing examples to show."""
+    records = []
+    for item in output:
+        columns = {"predicted_iou": item.predicted_iou, **item.scores}
+        columns = {name: values.tolist() for name, values in columns.items()}
+        for index, instance_id in enumerate(item.instance_ids.tolist()):
+            records.append(
+                {
+                    "tile_id": item.tile_id,
+                    "variant": item.variant,
+                    "kind": item.kind,
+                    "instance_id": instance_id,
+                    **{name: values[index] for name, values in columns.items()},
+                }
+            )
+    return records
+
+
+def inference(
+    cfg: CfgNode,
+    model: Sam,
+    loader: DataLoader,
+    *,
+    keep_records: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on every prompt of ``loader``.
+
+    Returns ``{"mIoU", "dice", "boundary_iou", "count", "per_kind": {kind: {...}}}`` (means
+    over prompts; see :class:`~geosam.engine.metrics.PromptMetrics`), plus ``"records"``, one
+    dict per prompt of this process (:func:`prompt_records`), when ``keep_records``. The model
+    is moved to the configured device.
+    """
+    device = resolve_device(cfg)
+    model.to(device)
+    evaluator = create_evaluator(cfg, model, device)
+    records: list[dict[str, Any]] = []
+    if keep_records:
+        evaluator.add_event_handler(
+            Events.ITERATION_COMPLETED,
+            lambda engine: records.extend(prompt_records(engine.state.output)),
+        )
+    if idist.get_rank() == 0:
+        ProgressBar(desc="evaluate", persist=False).attach(evaluator)
+    metrics = run_evaluation(evaluator, loader)
+    logger.info(
+        "%d prompts: mIoU %.4f, Dice %.4f, boundary IoU %.4f",
+        metrics["count"],
+        metrics["mIoU"],
+        metrics["dice"],
+        metrics["boundary_iou"],
+    )
+    if keep_records:
+        metrics["records"] = records
+    return metrics

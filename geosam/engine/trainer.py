@@ -1,0 +1,531 @@
+"""``do_train``: fine-tune SAM on prompted chips with pytorch-ignite, resumably.
+
+The run directory (OUTPUT_DIR)::
+
+    config.yaml        the frozen config (written by the CLI, not here)
+    checkpoints/       checkpoint_<iteration>.pt: the resumable state at the end of an epoch
+                       (every SOLVER.CHECKPOINT_PERIOD epochs and at the end): the trained
+                       parameters only, optimizer, LR scheduler, trainer position, best-model
+                       and early-stopping state, evaluation history, AMP loss scaler, and the
+                       caller's extras. The newest two are kept (see below).
+    metrics.json       every validation result, the best, and once training ends the final one
+    tb/                TensorBoard events: train loss terms, gradient norm, learning rate (per
+                       iteration); validation metrics, overall and per prompt kind
+    model_best.pth     the trained weights alone (geosam.modeling.save_trained_weights) at the
+                       best validation mIoU so far
+    model_final.pth    the trained weights alone at the end of training
+
+Only rank 0 writes files; every process evaluates its shard of the validation data.
+
+Kill-safety: ignite's DiskSaver writes each checkpoint to a temporary file and renames it, so a
+``checkpoint_*.pt`` is never partial. But its Checkpoint deletes the oldest kept file *before*
+writing the new one, so with one file kept a kill between the two would leave none: two are
+kept, and the older survives any kill. Resuming takes the newest checkpoint that loads (falling
+back to the older one if the newest cannot be read, e.g. after a crash of the machine rather than
+the process) and removes temporary files a killed save left behind.
+
+Reproducible resume: the schedule is a function of the iteration (geosam.solver), and every
+epoch starts by seeding the global RNGs with SEED + epoch (and the distributed sampler with the
+epoch), so a resumed run draws the same data order, augmentations and prompts as an
+uninterrupted one, and ends with the same parameters. That holds for loaders whose randomness
+comes from torch's global RNG when their iterator is created (shuffling samplers, worker
+seeds); persistent workers keep their own RNG state across epochs and break it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import (
+    Checkpoint,
+    DiskSaver,
+    EarlyStopping,
+    ProgressBar,
+    TensorboardLogger,
+)
+from ignite.handlers.checkpoint import BaseSaveHandler
+from ignite.metrics import RunningAverage
+from ignite.utils import manual_seed
+from segment_anything.modeling import Sam
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
+from yacs.config import CfgNode
+
+from geosam.engine.inference import (
+    amp_dtype,
+    autocast,
+    create_evaluator,
+    resolve_device,
+    run_evaluation,
+)
+from geosam.modeling.checkpoint import (
+    load_state_dict_checked,
+    save_trained_weights,
+    sha256_file,
+)
+from geosam.modeling.losses import SamLoss
+from geosam.modeling.prompted import DecodedPrompts, PromptedSam, batch_to_device
+from geosam.utils.errors import GeosamError
+
+logger = logging.getLogger("geosam.engine")
+
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.json"
+TENSORBOARD_DIR = "tb"
+BEST_WEIGHTS = "model_best.pth"
+FINAL_WEIGHTS = "model_final.pth"
+# Resumable checkpoints kept on disk; two, so that one is always intact (see module docstring).
+CHECKPOINTS_KEPT = 2
+_CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)\.pt")
+
+
+class NonFiniteError(ArithmeticError):
+    """The loss, the gradients or the parameters became NaN or infinite at an iteration."""
+
+    def __init__(self, iteration: int, what: str, value: float) -> None:
+        state = "NaN" if math.isnan(value) else "infinite"
+        super().__init__(f"{what} became {state} at iteration {iteration}")
+        self.iteration = iteration
+
+
+def create_trainer(
+    cfg: CfgNode,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    loss_fn: SamLoss,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
+) -> Engine:
+    """An ignite Engine whose step trains ``net`` (a :class:`PromptedSam`, possibly wrapped in
+    DistributedDataParallel) on one batch. No handlers: :func:`do_train` adds them.
+
+    The step: decode every prompt under autocast (:func:`~geosam.engine.inference.amp_dtype`),
+    sum the loss over all prompts and kinds, normalise it by the number of prompts over all
+    processes divided by the world size (one all-reduce, which also carries whether any process
+    saw a non-finite loss, so that all processes stop together), backpropagate (through
+    ``scaler`` for fp16), clip the gradient norm to SOLVER.CLIP_GRAD_NORM, step the optimizer
+    and then the LR scheduler. Non-finite loss, or non-finite gradients without a loss scaler
+    (with one they are the scaler's business), raise :class:`NonFiniteError` before the
+    parameters change.
+
+    The output is a dict of floats: ``loss``, its terms ``loss_focal``, ``loss_dice``,
+    ``loss_iou`` (unweighted), and ``grad_norm`` (before clipping).
+    """
+    dtype = amp_dtype(cfg, device)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    max_norm = cfg.SOLVER.CLIP_GRAD_NORM if cfg.SOLVER.CLIP_GRAD_NORM > 0 else math.inf
+
+    def step(engine: Engine, batch: dict[str, Any]) -> dict[str, float]:
+        net.train()
+        batch = batch_to_device(batch, device)
+        with autocast(dtype, device):
+            decoded = net(batch)
+        if not decoded:
+            raise ValueError(
+                f"training batch of tiles {batch['tile_ids']} holds no prompts; the training "
+                "loader must yield chips with at least one instance"
+            )
+        sums = _summed_losses(loss_fn, decoded)
+        count = sum(len(item) for item in decoded)
+        stats = torch.tensor(
+            [count, float(not torch.isfinite(sums["loss"]))], dtype=torch.float64, device=device
+        )
+        stats = idist.all_reduce(stats)
+        if stats[1] > 0:
+            local = sums["loss"].item()
+            value = math.nan if math.isfinite(local) else local
+            raise NonFiniteError(engine.state.iteration, "loss", value)
+        num_masks = stats[0].item() / idist.get_world_size()
+        terms = {name: value / num_masks for name, value in sums.items()}
+
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            terms["loss"].backward()
+        else:
+            scaler.scale(terms["loss"]).backward()
+            scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if scaler is None:
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteError(engine.state.iteration, "gradients", grad_norm.item())
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
+        scheduler.step()
+        return {name: value.item() for name, value in terms.items()} | {
+            "grad_norm": grad_norm.item()
+        }
+
+    return Engine(step)
+
+
+def _summed_losses(loss_fn: SamLoss, decoded: list[DecodedPrompts]) -> dict[str, torch.Tensor]:
+    """The loss and its terms summed over every prompt (``num_masks=1``), over all kinds."""
+    sums: dict[str, torch.Tensor] = {}
+    for item in decoded:
+        terms = loss_fn(item.low_res_logits, item.iou_predictions, item.targets, num_masks=1.0)
+        for name, value in terms.items():
+            sums[name] = sums[name] + value if name in sums else value
+    return sums
+
+
+class TrainedParameters:
+    """The parameters of ``model`` that train, as a stateful object for ignite's Checkpoint.
+
+    A resumable checkpoint then holds a decoder's 16 MB rather than all of ViT-H's 2.5 GB; the
+    frozen rest comes from MODEL.CHECKPOINT again on resume.
+    """
+
+    def __init__(self, model: Sam) -> None:
+        self.model = model
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            name: param.detach()
+            for name, param in self.model.named_parameters()
+            if param.requires_grad
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        trained = set(self.state_dict())
+        if set(state_dict) != trained:
+            raise GeosamError(
+                "the checkpoint trained other parameters than MODEL.TRAINABLE and "
+                "MODEL.ENCODER_TRAINABLE_BLOCKS select now: resume with the run's config.yaml"
+            )
+        load_state_dict_checked(self.model, dict(state_dict), "the checkpoint", complete=False)
+
+
+class MetricsHistory:
+    """Every validation result of the run, kept in the checkpoint so a resumed run's
+    metrics.json still lists the evaluations before the interruption."""
+
+    def __init__(self) -> None:
+        self.evaluations: list[dict[str, Any]] = []
+        self.stopped_early = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"evaluations": list(self.evaluations), "stopped_early": self.stopped_early}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        self.evaluations = list(state_dict["evaluations"])
+        self.stopped_early = bool(state_dict["stopped_early"])
+
+    def best(self) -> dict[str, Any] | None:
+        """The first evaluation with the highest mIoU (as the best checkpoint keeps it)."""
+        return max(self.evaluations, key=lambda e: e["mIoU"], default=None)
+
+    def document(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
+        """metrics.json's content."""
+        best = self.best()
+        document: dict[str, Any] = {
+            "evaluations": self.evaluations,
+            "best": None if best is None else {k: best[k] for k in ("epoch", "iteration", "mIoU")},
+        }
+        if final is not None:
+            document["final"] = final
+        return document
+
+
+class _TrainedWeightsSaver(BaseSaveHandler):
+    """Writes ``model_best.pth`` when ignite's best-score Checkpoint decides to save.
+
+    The best model is only ever used for inference, so instead of a second resumable checkpoint
+    it is the trained-weights file of the run-directory contract, overwritten in place.
+    """
+
+    def __init__(self, model: Sam, cfg: CfgNode, path: Path, base_sha256: str | None) -> None:
+        self.model, self.cfg, self.path, self.base_sha256 = model, cfg, path, base_sha256
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if idist.get_rank() == 0:
+            save_trained_weights(self.model, self.cfg, self.path, self.base_sha256)
+
+    def remove(self, filename: str) -> None:
+        """Nothing to remove: the next best overwrites the same file."""
+
+
+def do_train(
+    cfg: CfgNode,
+    model: Sam,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    loss_fn: SamLoss,
+    *,
+    output_dir: str | os.PathLike,
+    resume: bool,
+    checkpoint_extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` (the bare Sam from ``build_model``) for SOLVER.MAX_EPOCHS epochs.
+
+    ``optimizer`` and ``scheduler`` come from :mod:`geosam.solver` (the scheduler stepped per
+    iteration, sized for ``len(train_loader)``). Runs as a single process or as one process of
+    an ``idist.Parallel`` / torchrun launch (loaders already made with
+    ``idist.auto_dataloader``); the model is placed and wrapped here.
+
+    Every TEST.EVAL_PERIOD epochs (and after the last) the model is evaluated on
+    ``val_loader``: the best mIoU writes model_best.pth, and SOLVER.EARLY_STOPPING_PATIENCE
+    evaluations without improvement stop training. ``resume`` continues from the newest
+    checkpoint in ``output_dir``; without it, a directory that already holds checkpoints is
+    refused. ``checkpoint_extra``: more stateful objects (``state_dict``/``load_state_dict``,
+    e.g. a sampler) saved in and restored from the checkpoints under their keys.
+
+    Returns metrics.json's content. Raises GeosamError if the loss becomes NaN (nothing is
+    saved from that iteration on; the message names the last good checkpoint).
+    """
+    output_dir = Path(output_dir)
+    checkpoint_dir = output_dir / CHECKPOINT_DIR
+    is_main = idist.get_rank() == 0
+    device = resolve_device(cfg)
+    dtype = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    base_sha256 = sha256_file(cfg.MODEL.CHECKPOINT) if cfg.MODEL.CHECKPOINT else None
+
+    net = _distribute(cfg, PromptedSam(model, cfg.MODEL.MULTIMASK), device)
+    trainer = create_trainer(cfg, net, optimizer, scheduler, loss_fn, device, scaler)
+    evaluator = create_evaluator(cfg, model, device)
+    history = MetricsHistory()
+
+    def val_miou(engine: Engine) -> float:
+        return engine.state.metrics["mIoU"]
+
+    best_model = Checkpoint(
+        {"model": TrainedParameters(model)},
+        _TrainedWeightsSaver(model, cfg, output_dir / BEST_WEIGHTS, base_sha256),
+        filename_prefix="best",
+        score_function=val_miou,
+        score_name="val_mIoU",
+        n_saved=1,
+    )
+    evaluator.add_event_handler(Events.COMPLETED, best_model)
+    to_save: dict[str, Any] = {
+        "model": TrainedParameters(model),
+        "optimizer": optimizer,
+        "lr_scheduler": scheduler,
+        "trainer": trainer,
+        "best_model": best_model,
+        "history": history,
+    }
+    if cfg.SOLVER.EARLY_STOPPING_PATIENCE > 0:
+        stopper = EarlyStopping(cfg.SOLVER.EARLY_STOPPING_PATIENCE, val_miou, trainer)
+        evaluator.add_event_handler(Events.COMPLETED, stopper)
+        to_save["early_stopping"] = stopper
+    if scaler is not None:
+        to_save["grad_scaler"] = scaler
+    for key, value in (checkpoint_extra or {}).items():
+        if key in to_save:
+            raise ValueError(f"checkpoint_extra key {key!r} is reserved by the trainer")
+        to_save[key] = value
+    last_checkpoint = Checkpoint(
+        to_save,
+        DiskSaver(checkpoint_dir, require_empty=False),
+        n_saved=CHECKPOINTS_KEPT,
+    )
+    if resume:
+        resumed_from = _resume(last_checkpoint, to_save, checkpoint_dir)
+        logger.info(
+            "resumed from %s (epoch %d, iteration %d)",
+            resumed_from,
+            trainer.state.epoch,
+            trainer.state.iteration,
+        )
+    elif _checkpoint_files(checkpoint_dir):
+        raise GeosamError(
+            f"{output_dir} holds checkpoints of an earlier run: resume it or use another OUTPUT_DIR"
+        )
+
+    # On every process: the running average is reduced over processes at each iteration.
+    RunningAverage(output_transform=lambda output: output["loss"]).attach(trainer, "loss")
+    # Drop the events a killed run logged after the checkpoint this run resumes from.
+    purge_step = trainer.state.iteration + 1 if resume else None
+    tb_logger = _attach_loggers(trainer, optimizer, output_dir, purge_step) if is_main else None
+
+    def last_good_checkpoint() -> str:
+        path = last_checkpoint.last_checkpoint
+        return f"the last good checkpoint is {path}" if path else "no checkpoint was saved yet"
+
+    def validate(trainer: Engine) -> None:
+        metrics = run_evaluation(evaluator, val_loader)
+        epoch, iteration = trainer.state.epoch, trainer.state.iteration
+        history.evaluations.append({"epoch": epoch, "iteration": iteration, **metrics})
+        history.stopped_early = history.stopped_early or trainer.should_terminate
+        logger.info(
+            "epoch %d: val mIoU %.4f, Dice %.4f, boundary IoU %.4f (%d prompts)",
+            epoch,
+            metrics["mIoU"],
+            metrics["dice"],
+            metrics["boundary_iou"],
+            metrics["count"],
+        )
+        if is_main:
+            _write_json(output_dir / METRICS_FILE, history.document())
+            _log_validation(tb_logger, metrics, iteration)
+
+    def check_parameters(trainer: Engine) -> None:
+        for param in TrainedParameters(model).state_dict().values():
+            if not torch.isfinite(param).all():
+                raise NonFiniteError(trainer.state.iteration, "parameters", math.nan)
+
+    def save_checkpoint(trainer: Engine) -> None:
+        epoch = trainer.state.epoch
+        if (
+            epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0
+            or epoch == trainer.state.max_epochs
+            or trainer.should_terminate
+        ):
+            last_checkpoint(trainer)
+
+    def start_epoch(trainer: Engine) -> None:
+        manual_seed(cfg.SEED + trainer.state.epoch)
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(trainer.state.epoch - 1)
+
+    trainer.add_event_handler(Events.EPOCH_STARTED, start_epoch)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, check_parameters)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(every=cfg.TEST.EVAL_PERIOD), validate)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, save_checkpoint)
+
+    try:
+        done = trainer.state.epoch >= cfg.SOLVER.MAX_EPOCHS or history.stopped_early
+        if done:
+            logger.info("the checkpoint is of a finished run: nothing left to train")
+        else:
+            trainer.run(train_loader, max_epochs=cfg.SOLVER.MAX_EPOCHS)
+        last = history.evaluations[-1] if history.evaluations else None
+        if last is None or last["iteration"] != trainer.state.iteration:
+            validate(trainer)
+    except NonFiniteError as e:
+        raise GeosamError(f"{e}; {last_good_checkpoint()}") from e
+    finally:
+        if tb_logger is not None:
+            tb_logger.close()
+
+    final = {
+        "epoch": trainer.state.epoch,
+        "iteration": trainer.state.iteration,
+        "stopped_early": history.stopped_early,
+        "metrics": history.evaluations[-1],
+    }
+    document = history.document(final)
+    if is_main:
+        save_trained_weights(model, cfg, output_dir / FINAL_WEIGHTS, base_sha256)
+        _write_json(output_dir / METRICS_FILE, document)
+    return document
+
+
+def _attach_loggers(
+    trainer: Engine, optimizer: torch.optim.Optimizer, output_dir: Path, purge_step: int | None
+) -> TensorboardLogger:
+    """Rank 0's progress bar (with the running-average loss) and TensorBoard logging of every
+    iteration's loss terms, gradient norm and learning rate; returns the TensorBoard logger,
+    which the caller closes."""
+    ProgressBar(persist=True).attach(trainer, metric_names=["loss"])
+    tb_logger = TensorboardLogger(log_dir=output_dir / TENSORBOARD_DIR, purge_step=purge_step)
+    tb_logger.attach_output_handler(
+        trainer,
+        event_name=Events.ITERATION_COMPLETED,
+        tag="train",
+        output_transform=lambda output: output,
+    )
+    tb_logger.attach_opt_params_handler(
+        trainer, event_name=Events.ITERATION_STARTED, optimizer=optimizer, param_name="lr"
+    )
+    return tb_logger
+
+
+def _distribute(cfg: CfgNode, net: PromptedSam, device: torch.device) -> nn.Module:
+    """``net`` on ``device``; wrapped in DistributedDataParallel under a distributed launch.
+
+    Single-process runs do not go through ``idist.auto_model``: on a machine with several GPUs
+    it would wrap the model in DataParallel, which cannot split our batches of per-image prompt
+    dicts. Launch one process per GPU instead. A trainable prompt encoder leaves the embeddings
+    of absent prompt kinds unused in a step, which DDP must be told about.
+    """
+    if idist.get_world_size() > 1:
+        return idist.auto_model(net, find_unused_parameters="prompt_encoder" in cfg.MODEL.TRAINABLE)
+    return net.to(device)
+
+
+def _checkpoint_files(directory: Path) -> list[tuple[int, Path]]:
+    """(iteration, path) of the checkpoints in ``directory``, newest first."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = _CHECKPOINT_NAME.fullmatch(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found, reverse=True)
+
+
+def _resume(last_checkpoint: Checkpoint, to_load: Mapping[str, Any], directory: Path) -> Path:
+    """Load the newest readable checkpoint in ``directory`` into ``to_load``; return its path.
+
+    ``last_checkpoint`` is told which files it now keeps (the loaded one and older ones), so it
+    goes on deleting the oldest; an unreadable newer file is left for the resumed run to
+    overwrite when it reaches that iteration again.
+    """
+    if idist.get_rank() == 0 and directory.is_dir():
+        for leftover in directory.glob("tmp*"):
+            # DiskSaver's temporary file of a save that was killed.
+            leftover.unlink(missing_ok=True)
+    found = _checkpoint_files(directory)
+    if not found:
+        raise GeosamError(f"cannot resume: no checkpoint in {directory}")
+    for index, (_, path) in enumerate(found):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            logger.warning("skipping unreadable checkpoint %s (%s)", path, str(e).split("\n")[0])
+            continue
+        try:
+            Checkpoint.load_objects(to_load=to_load, checkpoint=state)
+        except (KeyError, ValueError) as e:
+            raise GeosamError(
+                f"cannot resume from {path}: it was written with other settings ({e}); resume "
+                "with the run's config.yaml"
+            ) from e
+        kept = found[index : index + CHECKPOINTS_KEPT]
+        last_checkpoint.load_state_dict(
+            {"_saved": [(iteration, file.name) for iteration, file in reversed(kept)]}
+        )
+        return path
+    raise GeosamError(f"cannot resume: no checkpoint in {directory} could be read")
+
+
+def _log_validation(tb_logger: TensorboardLogger, metrics: Mapping[str, Any], step: int) -> None:
+    """Validation means to TensorBoard: ``val/<metric>`` and ``val_<kind>/<metric>``."""
+    groups = {"val": metrics, **{f"val_{k}": v for k, v in metrics["per_kind"].items()}}
+    for tag, values in groups.items():
+        for name, value in values.items():
+            if name not in ("per_kind", "count"):
+                tb_logger.writer.add_scalar(f"{tag}/{name}", value, step)
+
+
+def _write_json(path: Path, document: Mapping[str, Any]) -> None:
+    """Write ``document`` to ``path`` atomically (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+        tmp = Path(f.name)
+    try:
+        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

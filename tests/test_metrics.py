@@ -1,0 +1,115 @@
+"""Mask metrics on small hand-drawn masks, and their aggregation per prompt kind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ignite.exceptions import NotComputableError
+from scipy import ndimage
+
+from geosam.engine.metrics import (
+    PromptMetrics,
+    boundary_iou,
+    boundary_width,
+    dice_score,
+    inner_boundary,
+    mask_iou,
+    score_masks,
+)
+
+
+def square(top: int, left: int, size: int, shape: tuple[int, int] = (10, 10)) -> torch.Tensor:
+    mask = torch.zeros(shape, dtype=torch.bool)
+    mask[top : top + size, left : left + size] = True
+    return mask
+
+
+def test_iou_and_dice_of_shifted_squares():
+    # Two 4x4 squares, one column apart: 12 px shared, 20 px in the union.
+    pred, target = square(2, 2, 4)[None], square(2, 3, 4)[None]
+    assert mask_iou(pred, target).item() == pytest.approx(12 / 20)
+    assert dice_score(pred, target).item() == pytest.approx(2 * 12 / 32)
+
+
+def test_empty_masks():
+    empty, full = torch.zeros(1, 5, 5, dtype=torch.bool), torch.ones(1, 5, 5, dtype=torch.bool)
+    for metric in (mask_iou, dice_score, boundary_iou):
+        assert metric(empty, empty).item() == 1.0  # nothing to find, nothing found
+        assert metric(full, empty).item() == 0.0
+        assert metric(empty, full).item() == 0.0
+
+
+def test_boundary_width_is_two_percent_of_the_diagonal():
+    assert boundary_width(100, 100) == 3  # 0.02 * 141.4 = 2.83
+    assert boundary_width(1024, 1024) == 29
+    assert boundary_width(10, 10) == 1  # never less than one pixel
+
+
+def test_inner_boundary_is_the_ring_inside_the_contour():
+    band = inner_boundary(square(2, 2, 6)[None], width=1)[0]
+    ring = square(2, 2, 6) & ~square(3, 3, 4)
+    assert torch.equal(band, ring)
+    assert band.sum() == 36 - 16
+    # The image border counts as background: a mask filling the image has its outer ring.
+    full = torch.ones(1, 10, 10, dtype=torch.bool)
+    assert torch.equal(inner_boundary(full, width=2)[0], ~square(2, 2, 6))
+
+
+@pytest.mark.parametrize("width", [1, 2, 4])
+def test_inner_boundary_matches_iterated_3x3_erosion(width):
+    # The reference implementation: pad with background, erode with a 3x3 square `width` times.
+    rng = np.random.default_rng(width)
+    blobs = ndimage.binary_opening(rng.random((3, 40, 50)) > 0.4, iterations=1)
+    masks = torch.from_numpy(blobs)
+    expected = np.stack(
+        [
+            mask & ~ndimage.binary_erosion(mask, np.ones((3, 3)), iterations=width, border_value=0)
+            for mask in blobs
+        ]
+    )
+    assert np.array_equal(inner_boundary(masks, width).numpy(), expected)
+
+
+def test_boundary_iou_punishes_edge_errors_more_than_iou():
+    # 6x6 squares one column apart on a 10x10 image (band width 1): the rings share their top
+    # and bottom rows' 5 common pixels each, 10 of 30.
+    pred, target = square(2, 2, 6)[None], square(2, 3, 6)[None]
+    assert boundary_iou(pred, target).item() == pytest.approx(10 / 30)
+    assert mask_iou(pred, target).item() == pytest.approx(30 / 42)
+    assert boundary_iou(pred, pred).item() == 1.0
+
+
+def test_score_masks_scores_each_mask():
+    pred = torch.stack([square(2, 2, 4), square(0, 0, 10)])
+    target = torch.stack([square(2, 3, 4), square(0, 0, 10)])
+    scores = score_masks(pred, target)
+    assert set(scores) == {"iou", "dice", "boundary_iou"}
+    assert scores["iou"].tolist() == pytest.approx([0.6, 1.0])
+    assert scores["dice"].tolist() == pytest.approx([0.75, 1.0])
+    with pytest.raises(ValueError, match="expected two"):
+        score_masks(pred, target[:, :5])
+
+
+def test_prompt_metrics_average_over_prompts_overall_and_per_kind():
+    metric = PromptMetrics()
+
+    def scores(*iou: float) -> dict[str, torch.Tensor]:
+        values = torch.tensor(iou, dtype=torch.float64)
+        return {"iou": values, "dice": values / 2, "boundary_iou": values / 4}
+
+    metric.update([("box", scores(1.0, 0.5)), ("point", scores(0.0))])
+    metric.update([("box", scores(0.75))])
+    result = metric.compute()
+    assert result["count"] == 4
+    assert result["mIoU"] == pytest.approx((1.0 + 0.5 + 0.75 + 0.0) / 4)
+    assert result["dice"] == pytest.approx(result["mIoU"] / 2)
+    assert result["per_kind"]["box"] == pytest.approx(
+        {"mIoU": 0.75, "dice": 0.375, "boundary_iou": 0.1875, "count": 3}
+    )
+    assert result["per_kind"]["point"]["count"] == 1
+    assert "points" not in result["per_kind"]  # no prompts of that kind
+
+    metric.reset()
+    with pytest.raises(NotComputableError):
+        metric.compute()
