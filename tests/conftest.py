@@ -98,6 +98,18 @@ def scene(tmp_path: Path) -> tuple[Path, Path]:
     return raster, labels
 
 
+@pytest.fixture
+def tiles(scene: tuple[Path, Path], tmp_path: Path) -> Path:
+    """The scene cut into nine 256 px tiles, about a third of them in the val split."""
+    from geosam.data.tiling import TileParams, tile_dataset
+
+    raster, labels = scene
+    out = tmp_path / "tiles"
+    params = TileParams(tile_size=256, overlap=32, split_block=1, val_fraction=0.3, seed=3)
+    tile_dataset([str(raster)], labels, out, params, progress=False)
+    return out
+
+
 def polygonized_iou(dataset: Path, labels: Path, id_field: str, layer: str | None = None) -> float:
     """Area IoU, over all tiles, of the polygonized instance masks vs the source polygons.
 

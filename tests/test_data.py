@@ -11,21 +11,11 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from geosam.config import load_config
 from geosam.data.build import make_data_loader, prepare_embedding_cache
-from geosam.data.tiling import TileParams, tile_dataset
 from geosam.data.transforms.dihedral import allowed_variants, apply_variant
 from geosam.data.transforms.prompts import PromptSampler
 from geosam.modeling import build_model
 from geosam.runtime.preprocess import preprocess_image, scale_coords
 from geosam.utils.errors import GeosamError
-
-
-@pytest.fixture
-def tiles(scene: tuple[Path, Path], tmp_path: Path) -> Path:
-    raster, labels = scene
-    out = tmp_path / "tiles"
-    params = TileParams(tile_size=256, overlap=32, split_block=1, val_fraction=0.3, seed=3)
-    tile_dataset([str(raster)], labels, out, params, progress=False)
-    return out
 
 
 def tiny_cfg(tiles: Path, *opts: str):

@@ -22,7 +22,7 @@ import torch
 import yaml
 from yacs.config import CfgNode
 
-from geosam.data.build import make_data_loader, prepare_embedding_cache
+from geosam.data.build import make_data_loader, make_dataset, prepare_embedding_cache
 from geosam.engine.trainer import do_train
 from geosam.modeling import build_loss, build_model
 from geosam.solver import make_lr_scheduler, make_optimizer
@@ -41,7 +41,10 @@ def launch_training(
     nproc_per_node: int | None = None,
     progress: bool = True,
 ) -> None:
-    """Check the run directory, then train in this process, the torchrun group, or spawned ones."""
+    """Check the inputs and the run directory, then train in this process, the torchrun group,
+    or spawned ones. The training split is opened first, so a wrong dataset fails in a second,
+    not after a model is built."""
+    make_dataset(cfg, is_train=True)
     prepare_run_dir(cfg, resume, overwrite, write=_is_launcher_rank0())
     backend = None
     if nproc_per_node or int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -122,6 +125,7 @@ def _train_process(local_rank: int, cfg: CfgNode, resume: bool, progress: bool) 
         build_loss(cfg),
         output_dir=Path(cfg.OUTPUT_DIR),
         resume=resume,
+        progress=progress,
     )
 
 

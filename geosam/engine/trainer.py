@@ -271,6 +271,7 @@ def do_train(
     output_dir: str | os.PathLike,
     resume: bool,
     checkpoint_extra: Mapping[str, Any] | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``model`` (the bare Sam from ``build_model``) for SOLVER.MAX_EPOCHS epochs.
 
@@ -286,7 +287,8 @@ def do_train(
     refused. ``checkpoint_extra``: more stateful objects (``state_dict``/``load_state_dict``,
     e.g. a sampler) saved in and restored from the checkpoints under their keys.
 
-    Returns metrics.json's content. Raises GeosamError if the loss becomes NaN (nothing is
+    ``progress`` shows a progress bar on rank 0. Returns metrics.json's content. Raises
+    GeosamError if the loss becomes NaN (nothing is
     saved from that iteration on; the message names the last good checkpoint).
     """
     output_dir = Path(output_dir)
@@ -354,7 +356,9 @@ def do_train(
     RunningAverage(output_transform=lambda output: output["loss"]).attach(trainer, "loss")
     # Drop the events a killed run logged after the checkpoint this run resumes from.
     purge_step = trainer.state.iteration + 1 if resume else None
-    tb_logger = _attach_loggers(trainer, optimizer, output_dir, purge_step) if is_main else None
+    tb_logger = (
+        _attach_loggers(trainer, optimizer, output_dir, purge_step, progress) if is_main else None
+    )
 
     def last_good_checkpoint() -> str:
         path = last_checkpoint.last_checkpoint
@@ -431,12 +435,17 @@ def do_train(
 
 
 def _attach_loggers(
-    trainer: Engine, optimizer: torch.optim.Optimizer, output_dir: Path, purge_step: int | None
+    trainer: Engine,
+    optimizer: torch.optim.Optimizer,
+    output_dir: Path,
+    purge_step: int | None,
+    progress: bool,
 ) -> TensorboardLogger:
     """Rank 0's progress bar (with the running-average loss) and TensorBoard logging of every
     iteration's loss terms, gradient norm and learning rate; returns the TensorBoard logger,
     which the caller closes."""
-    ProgressBar(persist=True).attach(trainer, metric_names=["loss"])
+    if progress:
+        ProgressBar(persist=True).attach(trainer, metric_names=["loss"])
     tb_logger = TensorboardLogger(log_dir=output_dir / TENSORBOARD_DIR, purge_step=purge_step)
     tb_logger.attach_output_handler(
         trainer,

@@ -28,4 +28,24 @@ def setup_logger(verbose: bool = False) -> logging.Logger:
     handler.setFormatter(_ConsoleFormatter())
     logger.addHandler(handler)
     logger.propagate = False
+    _quiet_ignite(verbose)
     return logger
+
+
+# ignite announces every launch and data loader at INFO with handlers of its own, and logs an
+# engine's exception before re-raising it; geosam reports both itself.
+_IGNITE_CHATTER = (
+    "ignite.distributed.launcher.Parallel",
+    "ignite.distributed.auto.auto_dataloader",
+    "ignite.distributed.auto.auto_model",
+    "ignite.distributed.auto.auto_optim",
+)
+
+
+def _quiet_ignite(verbose: bool) -> None:
+    for name in _IGNITE_CHATTER:
+        logging.getLogger(name).disabled = not verbose
+    ignite = logging.getLogger("ignite")
+    if not verbose and not any(isinstance(h, logging.NullHandler) for h in ignite.handlers):
+        ignite.addHandler(logging.NullHandler())
+        ignite.propagate = False
