@@ -93,6 +93,10 @@ def prepare_embedding_cache(
         )
 
     device = next(model.parameters()).device
-    fill_cache(model, cache, mine, load_input, device, progress=progress and idist.get_rank() == 0)
+    # batches help a GPU; on a CPU they only add memory traffic (measured 2x slower per chip)
+    batch_size = 8 if device.type == "cuda" else 1
+    fill_cache(
+        model, cache, mine, load_input, device, batch_size, progress and idist.get_rank() == 0
+    )
     idist.barrier()
     return cache

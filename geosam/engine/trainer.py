@@ -288,8 +288,8 @@ def do_train(
     e.g. a sampler) saved in and restored from the checkpoints under their keys.
 
     ``progress`` shows a progress bar on rank 0. Returns metrics.json's content. Raises
-    GeosamError if the loss becomes NaN (nothing is
-    saved from that iteration on; the message names the last good checkpoint).
+    GeosamError if the loss becomes NaN (nothing is saved from that iteration on; the message
+    names the last good checkpoint).
     """
     output_dir = Path(output_dir)
     checkpoint_dir = output_dir / CHECKPOINT_DIR

@@ -26,10 +26,36 @@ class Sample:
     embedding: np.ndarray | None = None
 
 
-class TrainTransform:
+class ChipTransform:
+    """What both transforms share: SAM's input frame, and turning their results into a Sample."""
+
+    def __init__(self, cfg: CfgNode):
+        self.sam_input = SamInput(cfg.INPUT.IMAGE_SIZE, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+
+    def sample(
+        self,
+        tile_id: str,
+        variant: int,
+        image: np.ndarray | None,
+        mask: np.ndarray,
+        prompts: PromptSet,
+    ) -> Sample:
+        """A Sample from a chip (or None with a cache), its mask and prompts in chip pixels."""
+        return Sample(
+            tile_id=tile_id,
+            variant=variant,
+            original_size=mask.shape,
+            input_size=self.sam_input.input_size(mask.shape),
+            prompts=self.sam_input.prompts(mask, prompts),
+            image=None if image is None else self.sam_input.image(image),
+        )
+
+
+class TrainTransform(ChipTransform):
     """A random variant of the chip, fresh prompts sampled from its mask, SAM's input frame."""
 
     def __init__(self, cfg: CfgNode, variants: tuple[int, ...]):
+        super().__init__(cfg)
         self.variants = variants
         self.sampler = PromptSampler(
             cfg.INPUT.PROMPT_TYPES,
@@ -40,7 +66,6 @@ class TrainTransform:
             cfg.INPUT.BOX_JITTER_MAX_PX,
             cfg.INPUT.MAX_INSTANCES,
         )
-        self.sam_input = SamInput(cfg.INPUT.IMAGE_SIZE, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
 
     def __call__(
         self,
@@ -52,25 +77,17 @@ class TrainTransform:
     ) -> Sample:
         variant = int(rng.choice(self.variants))
         mask = np.ascontiguousarray(apply_variant(mask, variant))
-        prompts = self.sampler(mask, rng)
         if image is not None:
-            image = self.sam_input.image(np.ascontiguousarray(apply_variant(image, variant)))
-        return Sample(
-            tile_id=tile_id,
-            variant=variant,
-            original_size=mask.shape,
-            input_size=self.sam_input.input_size(mask.shape),
-            prompts=self.sam_input.prompts(mask, prompts),
-            image=image,
-        )
+            image = np.ascontiguousarray(apply_variant(image, variant))
+        return self.sample(tile_id, variant, image, mask, self.sampler(mask, rng))
 
 
-class EvalTransform:
+class EvalTransform(ChipTransform):
     """The chip as it is, with the fixed evaluation prompts of every instance from the index."""
 
     def __init__(self, cfg: CfgNode, kinds: tuple[str, ...] = PROMPT_KINDS):
+        super().__init__(cfg)
         self.kinds = kinds
-        self.sam_input = SamInput(cfg.INPUT.IMAGE_SIZE, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
 
     def __call__(
         self,
@@ -80,15 +97,7 @@ class EvalTransform:
         instances: pd.DataFrame,
         rng: np.random.Generator,
     ) -> Sample:
-        prompts = fixed_prompts(instances, self.kinds)
-        return Sample(
-            tile_id=tile_id,
-            variant=0,
-            original_size=mask.shape,
-            input_size=self.sam_input.input_size(mask.shape),
-            prompts=self.sam_input.prompts(mask, prompts),
-            image=None if image is None else self.sam_input.image(image),
-        )
+        return self.sample(tile_id, 0, image, mask, fixed_prompts(instances, self.kinds))
 
 
 def training_variants(cfg: CfgNode) -> tuple[int, ...]:
