@@ -247,3 +247,22 @@ def test_polygons_survive_a_round_trip(scene, tmp_path: Path) -> None:
         [str(raster)], labels, tmp_path / "ds", PARAMS, id_field="parcel_id", progress=False
     )
     assert polygonized_iou(tmp_path / "ds", labels, "parcel_id") >= 0.97
+
+
+@pytest.mark.parametrize("suffix", [".shp", ".geojson", ".parquet", ".gpkg"])
+def test_label_formats(scene, tmp_path: Path, suffix: str) -> None:
+    import geopandas as gpd
+
+    raster, labels = scene
+    frame = gpd.read_file(labels)
+    converted = tmp_path / f"labels{suffix}"
+    if suffix == ".parquet":
+        frame.to_parquet(converted)
+    else:
+        frame.to_file(converted)
+    manifest = tile_dataset(
+        [str(raster)], converted, tmp_path / "ds", PARAMS, id_field="parcel_id", progress=False
+    )
+    instances = pd.read_parquet(tmp_path / "ds" / "instances.parquet")
+    assert set(instances.feature_id) == set(range(100, 149))
+    assert manifest["labels"]["features"] == 49
