@@ -217,6 +217,83 @@ def train(
     click.echo(f"run: {cfg.OUTPUT_DIR}")
 
 
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    help="A run folder of geosam train: its base model and its tuned model, side by side.",
+)
+@click.option(
+    "--config-file",
+    type=click.Path(path_type=Path),
+    help="Evaluate an untuned model instead: a preset, with MODEL.CHECKPOINT in OPTS.",
+)
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A tile dataset folder (geosam tile); its fixed evaluation prompts are used.",
+)
+@click.option("--split", default="val", show_default=True, help="Split of the dataset.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Folder for the results (default with --run: RUN/eval-<dataset>-<split>).",
+)
+@click.option(
+    "--weights",
+    type=click.Choice(["best", "final"]),
+    default="best",
+    show_default=True,
+    help="The run's trained weights to evaluate (best falls back to final if missing).",
+)
+@click.option(
+    "--examples",
+    default=6,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Prompts shown in examples.png (0: no panel).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.argument("opts", nargs=-1, type=click.UNPROCESSED)
+def evaluate(
+    run_dir: Path | None,
+    config_file: Path | None,
+    dataset: Path,
+    split: str,
+    output: Path | None,
+    weights: str,
+    examples: int,
+    quiet: bool,
+    opts: tuple[str, ...],
+) -> None:
+    """Compare the base and tuned model of a run (or score an untuned model) with a box-fill
+    baseline on a tile dataset's fixed prompts. OPTS are KEY VALUE config overrides, e.g.
+    MODEL.DEVICE cpu, or MODEL.CHECKPOINT sam_vit_b_01ec64.pth with --config-file."""
+    from geosam.config import load_config
+    from geosam.engine import evaluate as evaluation
+
+    if (run_dir is None) == (config_file is None):
+        raise GeosamError("give either --run RUN_DIR or --config-file FILE (an untuned model)")
+    tuned = None
+    if run_dir is not None:
+        cfg, tuned = evaluation.load_run(run_dir, weights, opts)
+        output = output or evaluation.default_output_dir(run_dir, dataset, split)
+    else:
+        if output is None:
+            raise GeosamError("--config-file needs -o OUTPUT_DIR for the results")
+        cfg = load_config(str(config_file), list(opts))
+    result = evaluation.evaluate(
+        cfg, dataset, split, output, weights=tuned, examples=examples, progress=not quiet
+    )
+    click.echo(result.table, nl=False)
+    if result.note:
+        click.echo(f"note: {result.note}")
+    click.echo(f"results: {', '.join(str(path) for path in result.files)}")
+
+
 def main() -> None:
     cli(prog_name="geosam")
 

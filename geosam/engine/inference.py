@@ -26,7 +26,13 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from geosam.engine.metrics import PromptMetrics, score_masks
-from geosam.modeling.prompted import Batch, batch_to_device, decode_batch, predict_masks
+from geosam.modeling.prompted import (
+    Batch,
+    DecodedPrompts,
+    batch_to_device,
+    decode_batch,
+    predict_masks,
+)
 from geosam.utils.errors import GeosamError
 
 logger = logging.getLogger("geosam.engine")
@@ -85,30 +91,59 @@ class PromptScores:
     scores: dict[str, torch.Tensor]
 
 
-def evaluate_batch(
+@dataclass
+class PredictedMasks:
+    """The masks a user gets for the N prompts of one kind on one image."""
+
+    decoded: DecodedPrompts
+    # (N, h, w) bool in the image's input frame (``decoded.input_size``), thresholded at
+    # TEST.MASK_THRESHOLD.
+    masks: torch.Tensor
+    # (N,) the IoU head's estimate for each mask.
+    predicted_iou: torch.Tensor
+
+
+def predict_batch(
     cfg: CfgNode, model: Sam, batch: Batch, device: torch.device
-) -> list[PromptScores]:
-    """Decode, threshold and score every prompt of ``batch`` (no gradients)."""
+) -> list[PredictedMasks]:
+    """Decode every prompt of ``batch`` and threshold the mask SAM would return (no gradients).
+
+    The one path from a batch to binary masks: scoring (:func:`evaluate_batch`) and pictures
+    of predictions (``geosam evaluate``'s examples) both take it, so what is shown is what was
+    scored.
+    """
     model.eval()
     batch = batch_to_device(batch, device)
     with torch.no_grad():
         with autocast(amp_dtype(cfg, device), device):
             decoded = decode_batch(model, batch, cfg.MODEL.MULTIMASK)
-        results = []
+        predictions = []
         for item in decoded:
             logits, predicted_iou = predict_masks(item, cfg.INPUT.IMAGE_SIZE)
-            height, width = item.input_size
-            scores = score_masks(logits > cfg.TEST.MASK_THRESHOLD, item.targets[:, :height, :width])
-            results.append(
-                PromptScores(
-                    kind=item.kind,
-                    tile_id=batch["tile_ids"][item.image_index],
-                    variant=batch["variants"][item.image_index],
-                    instance_ids=item.instance_ids,
-                    predicted_iou=predicted_iou,
-                    scores=scores,
-                )
+            predictions.append(
+                PredictedMasks(item, logits > cfg.TEST.MASK_THRESHOLD, predicted_iou)
             )
+    return predictions
+
+
+def evaluate_batch(
+    cfg: CfgNode, model: Sam, batch: Batch, device: torch.device
+) -> list[PromptScores]:
+    """Decode, threshold and score every prompt of ``batch`` (no gradients)."""
+    results = []
+    for prediction in predict_batch(cfg, model, batch, device):
+        item = prediction.decoded
+        height, width = item.input_size
+        results.append(
+            PromptScores(
+                kind=item.kind,
+                tile_id=batch["tile_ids"][item.image_index],
+                variant=batch["variants"][item.image_index],
+                instance_ids=item.instance_ids,
+                predicted_iou=prediction.predicted_iou,
+                scores=score_masks(prediction.masks, item.targets[:, :height, :width]),
+            )
+        )
     return results
 
 
@@ -160,13 +195,14 @@ def inference(
     loader: DataLoader,
     *,
     keep_records: bool = False,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on every prompt of ``loader``.
 
     Returns ``{"mIoU", "dice", "boundary_iou", "count", "per_kind": {kind: {...}}}`` (means
     over prompts; see :class:`~geosam.engine.metrics.PromptMetrics`), plus ``"records"``, one
     dict per prompt of this process (:func:`prompt_records`), when ``keep_records``. The model
-    is moved to the configured device.
+    is moved to the configured device. ``progress``: a progress bar on rank 0.
     """
     device = resolve_device(cfg)
     model.to(device)
@@ -177,7 +213,7 @@ def inference(
             Events.ITERATION_COMPLETED,
             lambda engine: records.extend(prompt_records(engine.state.output)),
         )
-    if idist.get_rank() == 0:
+    if progress and idist.get_rank() == 0:
         ProgressBar(desc="evaluate", persist=False).attach(evaluator)
     metrics = run_evaluation(evaluator, loader)
     logger.info(
