@@ -274,7 +274,7 @@ def test_overfits_two_batches_and_writes_the_run_directory(tmp_path):
     model, _, document = train(cfg, tmp_path)
     best = document["best"]
     assert best["mIoU"] > 0.9, document["evaluations"]
-    assert [e["epoch"] for e in document["evaluations"]] == [5, 10, 15, 20, 25, 30]
+    assert [e["epoch"] for e in document["evaluations"]] == [0, 5, 10, 15, 20, 25, 30]
     assert document["final"]["epoch"] == 30 and not document["final"]["stopped_early"]
     assert set(document["final"]["metrics"]["per_kind"]) == {"box", "point"}
     assert json.loads((tmp_path / "metrics.json").read_text()) == document
@@ -371,11 +371,12 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path):
 
 
 def test_early_stopping(tmp_path):
-    # Learning rate 0: validation never improves, so patience 1 stops after the 2nd evaluation.
+    # Learning rate 0: validation never improves on the untrained model's (epoch 0), so
+    # patience 1 stops after the first epoch's evaluation.
     cfg = tiny_cfg("SOLVER.BASE_LR", "0.0", "SOLVER.EARLY_STOPPING_PATIENCE", "1")
     _, _, document = train(cfg, tmp_path)
-    assert document["final"]["epoch"] == 2 and document["final"]["stopped_early"]
-    assert checkpoints(tmp_path) == ["checkpoint_2.pt", "checkpoint_4.pt"]
+    assert document["final"]["epoch"] == 1 and document["final"]["stopped_early"]
+    assert checkpoints(tmp_path) == ["checkpoint_2.pt"]
     # A resumed early-stopped run stays stopped.
     _, loss, resumed = train(cfg, tmp_path, resume=True)
     assert loss.lrs == [] and resumed == document

@@ -263,7 +263,7 @@ def do_train(
     cfg: CfgNode,
     model: Sam,
     train_loader: DataLoader,
-    val_loader: DataLoader,
+    val_loader: DataLoader | None,
     optimizer: torch.optim.Optimizer,
     scheduler: LRScheduler,
     loss_fn: SamLoss,
@@ -280,12 +280,14 @@ def do_train(
     an ``idist.Parallel`` / torchrun launch (loaders already made with
     ``idist.auto_dataloader``); the model is placed and wrapped here.
 
-    Every TEST.EVAL_PERIOD epochs (and after the last) the model is evaluated on
-    ``val_loader``: the best mIoU writes model_best.pth, and SOLVER.EARLY_STOPPING_PATIENCE
-    evaluations without improvement stop training. ``resume`` continues from the newest
-    checkpoint in ``output_dir``; without it, a directory that already holds checkpoints is
-    refused. ``checkpoint_extra``: more stateful objects (``state_dict``/``load_state_dict``,
-    e.g. a sampler) saved in and restored from the checkpoints under their keys.
+    Before training (the untrained model is the bar), every TEST.EVAL_PERIOD epochs and after
+    the last, the model is evaluated on ``val_loader``: the best mIoU writes model_best.pth,
+    and SOLVER.EARLY_STOPPING_PATIENCE evaluations without improvement stop training. Without a
+    ``val_loader`` (None) there is no evaluation, no model_best.pth and no early stopping.
+    ``resume`` continues from the newest checkpoint in ``output_dir``; without it, a directory
+    that already holds checkpoints is refused. ``checkpoint_extra``: more stateful objects
+    (``state_dict``/``load_state_dict``, e.g. a sampler) saved in and restored from the
+    checkpoints under their keys.
 
     ``progress`` shows a progress bar on rank 0. Returns metrics.json's content. Raises
     GeosamError if the loss becomes NaN (nothing is saved from that iteration on; the message
@@ -403,7 +405,14 @@ def do_train(
 
     trainer.add_event_handler(Events.EPOCH_STARTED, start_epoch)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, check_parameters)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED(every=cfg.TEST.EVAL_PERIOD), validate)
+    if val_loader is not None:
+        # the untrained model is scored first: it is the bar fine-tuning has to clear, and
+        # model_best.pth stays the base decoder if no epoch beats it
+        if not resume:
+            trainer.add_event_handler(Events.STARTED, validate)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(every=cfg.TEST.EVAL_PERIOD), validate)
+    elif is_main:
+        logger.warning("no validation split: model_best.pth is not written, no early stopping")
     trainer.add_event_handler(Events.EPOCH_COMPLETED, save_checkpoint)
 
     try:
@@ -413,7 +422,9 @@ def do_train(
         else:
             trainer.run(train_loader, max_epochs=cfg.SOLVER.MAX_EPOCHS)
         last = history.evaluations[-1] if history.evaluations else None
-        if last is None or last["iteration"] != trainer.state.iteration:
+        if val_loader is not None and (
+            last is None or last["iteration"] != trainer.state.iteration
+        ):
             validate(trainer)
     except NonFiniteError as e:
         raise GeosamError(f"{e}; {last_good_checkpoint()}") from e
@@ -425,7 +436,7 @@ def do_train(
         "epoch": trainer.state.epoch,
         "iteration": trainer.state.iteration,
         "stopped_early": history.stopped_early,
-        "metrics": history.evaluations[-1],
+        "metrics": history.evaluations[-1] if history.evaluations else None,
     }
     document = history.document(final)
     if is_main:
