@@ -32,12 +32,14 @@ def assert_fails(tmp_path: Path, args: list[str], *expected: str) -> None:
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_raster_without_crs(scene, tmp_path: Path) -> None:
     _, labels = scene
     raster = write_raster(tmp_path / "nocrs.tif", textured(64, 64), crs=None)
     assert_fails(tmp_path, [str(raster), "--labels", str(labels)], "nocrs.tif", "no CRS")
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_raster_without_geotransform(scene, tmp_path: Path) -> None:
     _, labels = scene
     raster = write_raster(tmp_path / "nogt.tif", textured(64, 64), transform=Affine.identity())
@@ -56,6 +58,7 @@ def test_missing_raster(scene, tmp_path: Path) -> None:
     assert_fails(tmp_path, [str(tmp_path / "nope.tif"), "--labels", str(labels)], "nope.tif")
 
 
+@pytest.mark.filterwarnings("ignore:'crs' was not provided:UserWarning")
 def test_labels_without_crs(scene, tmp_path: Path) -> None:
     raster, _ = scene
     labels = tmp_path / "nocrs.shp"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import rasterio
 from affine import Affine
 from pyproj import CRS, Geod
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from geosam.data.tiling.stretch import Stretch, compute_stretch
 from geosam.utils.errors import GeosamError
@@ -94,7 +95,10 @@ def expand_raster_paths(inputs: Sequence[str]) -> list[Path]:
 def open_source(path: Path, bands: Sequence[int] | None) -> RasterSource:
     """Validate one raster and describe it, computing its uint8 stretch from a sample."""
     try:
-        ds = rasterio.open(path)
+        with warnings.catch_warnings():
+            # reported below as one actionable line, not as rasterio's warning
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
     except RasterioIOError as exc:
         raise GeosamError(f"cannot read raster {path}: {_first_line(exc)}") from None
     with ds:
