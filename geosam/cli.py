@@ -294,6 +294,76 @@ def evaluate(
     click.echo(f"results: {', '.join(str(path) for path in result.files)}")
 
 
+@cli.command("export-onnx", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    help="A run folder of geosam train: its base model plus its trained weights.",
+)
+@click.option(
+    "--config-file",
+    type=click.Path(path_type=Path),
+    help="Export an untuned model instead: a preset, with MODEL.CHECKPOINT in OPTS.",
+)
+@click.option(
+    "--weights",
+    type=click.Choice(["best", "final"]),
+    default="best",
+    show_default=True,
+    help="The run's trained weights to export (best falls back to final if missing).",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Model folder to create: encoder.onnx, decoder.onnx, manifest.json.",
+)
+@click.option(
+    "--quantize", is_flag=True, help="Also write int8 encoder.int8.onnx and decoder.int8.onnx."
+)
+@click.option("--opset", default=17, show_default=True, help="ONNX opset version.")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty model folder.")
+@click.argument("opts", nargs=-1, type=click.UNPROCESSED)
+def export_onnx(
+    run_dir: Path | None,
+    config_file: Path | None,
+    weights: str,
+    output: Path,
+    quantize: bool,
+    opset: int,
+    overwrite: bool,
+    opts: tuple[str, ...],
+) -> None:
+    """Export a model to ONNX for geosam segment and the QGIS plugin, with a parity check
+    against PyTorch. OPTS are KEY VALUE config overrides, e.g. MODEL.CHECKPOINT
+    sam_vit_b_01ec64.pth with --config-file, or DATASETS.TRAIN for a run whose tiles moved."""
+    from geosam.config import load_config
+    from geosam.engine.evaluate import load_run
+    from geosam.export import export_onnx as export
+
+    if (run_dir is None) == (config_file is None):
+        raise GeosamError("give either --run RUN_DIR or --config-file FILE (an untuned model)")
+    tuned = None
+    if run_dir is not None:
+        cfg, tuned = load_run(run_dir, weights, opts)
+    else:
+        if not config_file.is_file():
+            raise GeosamError(f"--config-file {config_file} does not exist")
+        cfg = load_config(str(config_file), list(opts))
+    result = export(
+        cfg,
+        output,
+        weights=tuned.path if tuned is not None else None,
+        quantize_int8=quantize,
+        opset=opset,
+        overwrite=overwrite,
+    )
+    click.echo(result.report)
+    click.echo(f"model: {result.model_dir} ({', '.join(result.manifest['files'])})")
+
+
 def main() -> None:
     cli(prog_name="geosam")
 

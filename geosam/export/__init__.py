@@ -1,0 +1,31 @@
+"""ONNX export: a model directory (encoder.onnx, decoder.onnx, manifest.json) for the runtime.
+
+Importing this package imports torch, onnx and onnxruntime; the runtime reads the model
+directory without it.
+"""
+
+from geosam.export.metadata import MANIFEST, MODEL_FORMAT, read_metadata_props
+from geosam.export.onnx_export import (
+    DECODER,
+    DEFAULT_OPSET,
+    ENCODER,
+    INT8,
+    MIN_OPSET,
+    ExportResult,
+    export_onnx,
+)
+from geosam.export.parity import check_parity
+
+__all__ = [
+    "DECODER",
+    "DEFAULT_OPSET",
+    "ENCODER",
+    "INT8",
+    "MANIFEST",
+    "MIN_OPSET",
+    "MODEL_FORMAT",
+    "ExportResult",
+    "check_parity",
+    "export_onnx",
+    "read_metadata_props",
+]
