@@ -4,17 +4,10 @@ Importing this package imports torch, onnx and onnxruntime; the runtime reads th
 directory without it.
 """
 
-from geosam.export.metadata import MANIFEST, MODEL_FORMAT, read_metadata_props
-from geosam.export.onnx_export import (
-    DECODER,
-    DEFAULT_OPSET,
-    ENCODER,
-    INT8,
-    MIN_OPSET,
-    ExportResult,
-    export_onnx,
-)
+from geosam.export.metadata import read_metadata_props
+from geosam.export.onnx_export import DEFAULT_OPSET, MIN_OPSET, ExportResult, export_onnx
 from geosam.export.parity import check_parity
+from geosam.runtime.model import DECODER, ENCODER, INT8, MANIFEST, MODEL_FORMAT
 
 __all__ = [
     "DECODER",

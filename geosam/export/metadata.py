@@ -27,10 +27,9 @@ from yacs.config import CfgNode
 
 from geosam import __version__
 from geosam.data.tiling.manifest import load_manifest
+from geosam.runtime.model import MANIFEST, MODEL_FORMAT
 from geosam.utils.errors import GeosamError
 
-MODEL_FORMAT = "geosam-model/1"
-MANIFEST = "manifest.json"
 # Keys of the manifest that are not in the ONNX files' metadata_props (see the module doc).
 FILE_ONLY_KEYS = ("files",)
 

@@ -49,13 +49,11 @@ from geosam.engine.evaluate import base_checkpoint_sha256, build_tuned_model
 from geosam.export import metadata
 from geosam.export.parity import check_parity, format_report
 from geosam.modeling import build_model, sha256_file
+from geosam.runtime.model import DECODER, ENCODER, INT8
 from geosam.utils.errors import GeosamError
 
 logger = logging.getLogger("geosam.export")
 
-ENCODER = "encoder.onnx"
-DECODER = "decoder.onnx"
-INT8 = {ENCODER: "encoder.int8.onnx", DECODER: "decoder.int8.onnx"}
 DEFAULT_OPSET = 17
 # Meta's script says 11 for the decoder; the encoder's relative-position einsum needs 12.
 MIN_OPSET = 12

@@ -9,59 +9,19 @@ with raster size, and recorded in the manifest so export and inference apply the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
 
+from geosam.runtime.stretch import PERCENTILES, Stretch
+
 # A decimated read of at most this many pixels per band is enough for stable percentiles.
 SAMPLE_PIXELS = 1024 * 1024
-PERCENTILES = (2.0, 98.0)
-
-
-@dataclass(frozen=True)
-class Stretch:
-    """A per-band linear map ``(x - low) / (high - low) * 255``, or ``method == "none"``."""
-
-    method: str = "none"
-    percentiles: tuple[float, float] = PERCENTILES
-    low: tuple[float, ...] = field(default_factory=tuple)
-    high: tuple[float, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict:
-        if self.method == "none":
-            return {"method": "none"}
-        return {
-            "method": self.method,
-            "percentiles": list(self.percentiles),
-            "low": list(self.low),
-            "high": list(self.high),
-        }
-
-    @classmethod
-    def from_dict(cls, record: dict) -> Stretch:
-        if record.get("method", "none") == "none":
-            return cls()
-        return cls(
-            method=record["method"],
-            percentiles=tuple(record["percentiles"]),
-            low=tuple(record["low"]),
-            high=tuple(record["high"]),
-        )
-
-    def apply(self, bands: np.ndarray) -> np.ndarray:
-        """Map a (bands, H, W) array of the source dtype to uint8."""
-        if self.method == "none":
-            return bands.astype(np.uint8, copy=False)
-        low = np.asarray(self.low, dtype=np.float32)[:, None, None]
-        span = np.maximum(np.asarray(self.high, dtype=np.float32)[:, None, None] - low, 1e-6)
-        scaled = (bands.astype(np.float32) - low) * (255.0 / span)
-        return np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
 
 
 def compute_stretch(ds: rasterio.DatasetReader, bands: Sequence[int]) -> Stretch:
     """Robust percentiles of each selected band over its valid pixels (uint8: no stretch)."""
-    if ds.dtypes[bands[0] - 1] == "uint8" and all(ds.dtypes[b - 1] == "uint8" for b in bands):
+    if all(ds.dtypes[b - 1] == "uint8" for b in bands):
         return Stretch()
     scale = max(1.0, (ds.width * ds.height / SAMPLE_PIXELS) ** 0.5)
     out_shape = (len(bands), max(1, int(ds.height / scale)), max(1, int(ds.width / scale)))
