@@ -364,6 +364,91 @@ def export_onnx(
     click.echo(f"model: {result.model_dir} ({', '.join(result.manifest['files'])})")
 
 
+@cli.command()
+@click.argument("raster", type=click.Path(path_type=Path))
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Model folder written by geosam export-onnx.",
+)
+@click.option(
+    "--prompts",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Points (point prompts) and/or polygons (box prompts), any CRS and vector format.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Parcel polygons to write: *.shp or *.gpkg.",
+)
+@click.option("--layer", help="Layer of a multi-layer prompts file (e.g. a GeoPackage).")
+@click.option(
+    "--label-field",
+    help="Column marking prompts 1 (positive) or 0 (negative point, added to every positive "
+    "prompt whose window holds it).",
+)
+@click.option(
+    "--format",
+    "driver",
+    type=click.Choice(["ESRI Shapefile", "GPKG"]),
+    help="Output format (default: from the output's suffix).",
+)
+@click.option(
+    "--simplify",
+    default=0.0,
+    show_default=True,
+    help="Simplification tolerance in map units of the raster's CRS (0: exact pixel edges).",
+)
+@click.option(
+    "--min-score",
+    type=float,
+    help="Drop polygons whose predicted IoU is below this (default: keep all).",
+)
+@click.option("--crs", help="CRS of the output, e.g. EPSG:4326 (default: the raster's).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def segment(
+    raster: Path,
+    model_dir: Path,
+    prompts: Path,
+    output: Path,
+    layer: str | None,
+    label_field: str | None,
+    driver: str | None,
+    simplify: float,
+    min_score: float | None,
+    crs: str | None,
+    quiet: bool,
+) -> None:
+    """Segment the parcel under each prompt on RASTER and write one polygon per prompt, with
+    the prompt's attributes, score (predicted IoU) and area_m2."""
+    from geosam.segment import SegmentParams
+    from geosam.segment import segment as run_segment
+
+    params = SegmentParams(
+        layer=layer,
+        label_field=label_field,
+        driver=driver,
+        simplify=simplify,
+        min_score=min_score,
+        crs=crs,
+    )
+    result = run_segment(raster, model_dir, prompts, output, params, progress=not quiet)
+    skipped = ", ".join(f"{n} {reason}" for reason, n in result.skipped.items())
+    click.echo(
+        f"{output}: {result.polygons} polygons from {result.prompts} prompts"
+        + (f" (skipped: {skipped})" if skipped else "")
+        + f"; {result.encoded} windows encoded, {result.cache_hits} reused"
+    )
+    if result.renamed:
+        renamed = ", ".join(f"{old} -> {new}" for old, new in result.renamed.items())
+        click.echo(f"Shapefile fields renamed: {renamed}")
+
+
 def main() -> None:
     cli(prog_name="geosam")
 

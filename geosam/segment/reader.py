@@ -1,0 +1,141 @@
+"""Reading prompt windows of a raster as the uint8 RGB images a model was trained on.
+
+The raster is checked against the model's manifest once, up front (bands, dtype, stretch), so a
+raster the model cannot read stops the run before anything is written. Each window is then
+read lazily, resampled by GDAL to the window's output shape, so memory follows the window
+size and not the raster's. The stretch *method* comes from the manifest and its numbers from
+this raster (:func:`compute_stretch`), since a model trained on one uint16 scene must see
+another scene's percentiles mapped the same way, not the training scene's values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.windows
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+
+from geosam.data.tiling.rasters import RasterSource, ground_resolution, open_source
+from geosam.runtime.windows import GeoTransform, Window
+from geosam.utils.errors import GeosamError
+
+
+def model_bands(manifest: Mapping[str, Any], count: int, path: Path) -> list[int] | None:
+    """The band numbers the model reads from a raster of ``count`` bands (None: the default
+    RGB choice of :func:`select_bands`), or GeosamError when the raster lacks them."""
+    bands = manifest.get("bands")
+    if bands:
+        if max(bands) > count:
+            raise GeosamError(
+                f"the model reads bands {','.join(map(str, bands))} but raster {path} has "
+                f"{count}: give a raster of the sensor the model was trained on"
+            )
+        return list(bands)
+    if count == 2:
+        raise GeosamError(
+            f"raster {path} has 2 bands but the model reads RGB (3 bands) or grey (1 band)"
+        )
+    return None
+
+
+def stretch_method(manifest: Mapping[str, Any]) -> str:
+    """``"none"`` (the model was trained on uint8 as it is) or ``"percentile"``."""
+    return (manifest.get("stretch") or {}).get("method", "none")
+
+
+class WindowReader:
+    """An open raster that returns :class:`Window` images; use as a context manager."""
+
+    def __init__(self, path: Path, manifest: Mapping[str, Any]) -> None:
+        try:
+            with rasterio.open(path) as ds:
+                count = ds.count
+        except RasterioIOError as exc:
+            raise GeosamError(f"cannot read raster {path}: {str(exc).splitlines()[0]}") from None
+        self.source: RasterSource = open_source(path, model_bands(manifest, count, path))
+        method = stretch_method(manifest)
+        if method == "none" and self.source.dtype != "uint8":
+            raise GeosamError(
+                f"raster {path} is {self.source.dtype} but the model was trained on uint8 images "
+                "without a stretch: convert it (gdal_translate -ot Byte -scale) or use a model "
+                "tuned on this kind of raster"
+            )
+        if method not in ("none", "percentile"):
+            raise GeosamError(f"the model's stretch method {method!r} is unknown to this geosam")
+        self.path = path
+        self.dataset = rasterio.open(path)
+
+    def __enter__(self) -> WindowReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dataset.close()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return self.source.width, self.source.height
+
+    @property
+    def geotransform(self) -> GeoTransform:
+        """The raster's transform in GDAL order, as :mod:`geosam.runtime.windows` takes it."""
+        return Affine(*self.source.transform).to_gdal()
+
+    def pixel_size_m(self, col: float, row: float) -> tuple[float, float]:
+        """(x, y) pixel size in metres at pixel (col, row): it varies with latitude in a
+        geographic CRS, so windows are sized at their prompt, not at the raster centre."""
+        at = self.source.affine * Affine.translation(col, row)
+        return ground_resolution(self.source.crs, at, 0, 0)
+
+    def read(self, window: Window) -> np.ndarray:
+        """The window as an (out_height, out_width, 3) uint8 image, bilinear-resampled, with
+        nodata pixels 0 (as tiling writes them into training chips)."""
+        shape = (window.out_height, window.out_width)
+        try:
+            data = self.dataset.read(
+                list(self.source.bands),
+                window=_region(window),
+                out_shape=(len(self.source.bands), *shape),
+                resampling=Resampling.bilinear,
+            )
+        except RasterioIOError as exc:
+            raise self._read_error(window, exc) from None
+        image = self.source.stretch.apply(data)
+        if image.shape[0] == 1:
+            image = np.repeat(image, 3, axis=0)
+        valid = self.valid(window)
+        if valid is not None:
+            image[:, ~valid] = 0
+        return np.ascontiguousarray(image.transpose(1, 2, 0))
+
+    def valid(self, window: Window) -> np.ndarray | None:
+        """The (out_height, out_width) mask of pixels valid in every band, None when the raster
+        has no nodata (every pixel valid)."""
+        if not self.source.has_mask:
+            return None
+        bands = list(self.source.bands)
+        try:
+            masks = self.dataset.read_masks(
+                bands,
+                window=_region(window),
+                out_shape=(len(bands), window.out_height, window.out_width),
+                resampling=Resampling.nearest,
+            )
+        except RasterioIOError as exc:
+            raise self._read_error(window, exc) from None
+        return np.all(masks > 0, axis=0)
+
+    def _read_error(self, window: Window, exc: RasterioIOError) -> GeosamError:
+        return GeosamError(
+            f"cannot read raster {self.path} at {window}: {str(exc).splitlines()[0]}"
+        )
+
+
+def _region(window: Window) -> rasterio.windows.Window:
+    return rasterio.windows.Window(window.col_off, window.row_off, window.width, window.height)
