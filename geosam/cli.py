@@ -8,12 +8,19 @@ A :class:`~geosam.utils.errors.GeosamError` becomes one line on stderr and exit 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from geosam import __version__
 from geosam.utils.errors import GeosamError
+
+if TYPE_CHECKING:
+    from yacs.config import CfgNode
+
+    from geosam.engine.evaluate import TunedWeights
 
 
 class _Group(click.Group):
@@ -38,6 +45,54 @@ def _int_list(
         raise click.BadParameter(
             f"{value!r} is not a comma-separated list of band numbers"
         ) from None
+
+
+def _model_source_options(verb: str) -> Callable[[Callable], Callable]:
+    """--run / --config-file / --weights: where evaluate and export-onnx take their model from."""
+
+    def decorate(command: Callable) -> Callable:
+        options = [
+            click.option(
+                "--run",
+                "run_dir",
+                type=click.Path(path_type=Path),
+                help="A run folder of geosam train: its base model plus its trained weights.",
+            ),
+            click.option(
+                "--config-file",
+                type=click.Path(path_type=Path),
+                help=f"{verb.capitalize()} an untuned model instead: a preset, with "
+                "MODEL.CHECKPOINT in OPTS.",
+            ),
+            click.option(
+                "--weights",
+                type=click.Choice(["best", "final"]),
+                default="best",
+                show_default=True,
+                help=f"The run's trained weights to {verb} (best falls back to final if missing).",
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _load_model_source(
+    run_dir: Path | None, config_file: Path | None, weights: str, opts: tuple[str, ...]
+) -> tuple[CfgNode, TunedWeights | None]:
+    """The config (and, for a run, its trained weights) named by --run or --config-file."""
+    from geosam.config import load_config
+    from geosam.engine.evaluate import load_run
+
+    if (run_dir is None) == (config_file is None):
+        raise GeosamError("give either --run RUN_DIR or --config-file FILE (an untuned model)")
+    if run_dir is not None:
+        return load_run(run_dir, weights, opts)
+    if not config_file.is_file():
+        raise GeosamError(f"--config-file {config_file} does not exist")
+    return load_config(str(config_file), list(opts)), None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -218,17 +273,7 @@ def train(
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.option(
-    "--run",
-    "run_dir",
-    type=click.Path(path_type=Path),
-    help="A run folder of geosam train: its base model and its tuned model, side by side.",
-)
-@click.option(
-    "--config-file",
-    type=click.Path(path_type=Path),
-    help="Evaluate an untuned model instead: a preset, with MODEL.CHECKPOINT in OPTS.",
-)
+@_model_source_options("evaluate")
 @click.option(
     "--dataset",
     required=True,
@@ -241,13 +286,6 @@ def train(
     "--output",
     type=click.Path(path_type=Path),
     help="Folder for the results (default with --run: RUN/eval-<dataset>-<split>).",
-)
-@click.option(
-    "--weights",
-    type=click.Choice(["best", "final"]),
-    default="best",
-    show_default=True,
-    help="The run's trained weights to evaluate (best falls back to final if missing).",
 )
 @click.option(
     "--examples",
@@ -272,19 +310,13 @@ def evaluate(
     """Compare the base and tuned model of a run (or score an untuned model) with a box-fill
     baseline on a tile dataset's fixed prompts. OPTS are KEY VALUE config overrides, e.g.
     MODEL.DEVICE cpu, or MODEL.CHECKPOINT sam_vit_b_01ec64.pth with --config-file."""
-    from geosam.config import load_config
     from geosam.engine import evaluate as evaluation
 
-    if (run_dir is None) == (config_file is None):
-        raise GeosamError("give either --run RUN_DIR or --config-file FILE (an untuned model)")
-    tuned = None
+    cfg, tuned = _load_model_source(run_dir, config_file, weights, opts)
     if run_dir is not None:
-        cfg, tuned = evaluation.load_run(run_dir, weights, opts)
         output = output or evaluation.default_output_dir(run_dir, dataset, split)
-    else:
-        if output is None:
-            raise GeosamError("--config-file needs -o OUTPUT_DIR for the results")
-        cfg = load_config(str(config_file), list(opts))
+    elif output is None:
+        raise GeosamError("--config-file needs -o OUTPUT_DIR for the results")
     result = evaluation.evaluate(
         cfg, dataset, split, output, weights=tuned, examples=examples, progress=not quiet
     )
@@ -295,24 +327,7 @@ def evaluate(
 
 
 @cli.command("export-onnx", context_settings={"ignore_unknown_options": True})
-@click.option(
-    "--run",
-    "run_dir",
-    type=click.Path(path_type=Path),
-    help="A run folder of geosam train: its base model plus its trained weights.",
-)
-@click.option(
-    "--config-file",
-    type=click.Path(path_type=Path),
-    help="Export an untuned model instead: a preset, with MODEL.CHECKPOINT in OPTS.",
-)
-@click.option(
-    "--weights",
-    type=click.Choice(["best", "final"]),
-    default="best",
-    show_default=True,
-    help="The run's trained weights to export (best falls back to final if missing).",
-)
+@_model_source_options("export")
 @click.option(
     "-o",
     "--output",
@@ -339,19 +354,9 @@ def export_onnx(
     """Export a model to ONNX for geosam segment and the QGIS plugin, with a parity check
     against PyTorch. OPTS are KEY VALUE config overrides, e.g. MODEL.CHECKPOINT
     sam_vit_b_01ec64.pth with --config-file, or DATASETS.TRAIN for a run whose tiles moved."""
-    from geosam.config import load_config
-    from geosam.engine.evaluate import load_run
     from geosam.export import export_onnx as export
 
-    if (run_dir is None) == (config_file is None):
-        raise GeosamError("give either --run RUN_DIR or --config-file FILE (an untuned model)")
-    tuned = None
-    if run_dir is not None:
-        cfg, tuned = load_run(run_dir, weights, opts)
-    else:
-        if not config_file.is_file():
-            raise GeosamError(f"--config-file {config_file} does not exist")
-        cfg = load_config(str(config_file), list(opts))
+    cfg, tuned = _load_model_source(run_dir, config_file, weights, opts)
     result = export(
         cfg,
         output,
