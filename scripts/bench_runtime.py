@@ -1,0 +1,158 @@
+"""Benchmark the torch-free runtime against PyTorch, and ``geosam segment`` end to end.
+
+1. Per-prompt decoder latency, onnxruntime (geosam.runtime.SamModel.decode) vs PyTorch
+   (prompt encoder + mask decoder + SAM's postprocessing), on the same cached embedding: the
+   cost of each click once a window is encoded.
+2. Encoder latency both ways, and prompt → polygon latency with a cached embedding (decode +
+   polygonize: what the QGIS plugin does per click near an earlier one).
+3. ``geosam segment`` throughput (parcels/s) on a synthetic scene with one box per parcel.
+
+The ViT-B architecture is exported with random weights saved in the official checkpoint format
+(speed does not depend on the weights).
+
+    OMP_NUM_THREADS=1 python scripts/bench_runtime.py [--model vit_b] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import torch
+
+from geosam.config import load_config
+from geosam.data.synthetic import make_scene
+from geosam.export import export_onnx
+from geosam.modeling import build_sam
+from geosam.runtime import SamModel
+from geosam.runtime.preprocess import preprocess_image, scale_coords
+from geosam.segment import SegmentParams, segment
+from geosam.segment.polygons import mask_to_polygon
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def median_seconds(fn: Callable[[], object], repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def exported_model(work: Path, model_type: str) -> tuple[Path, torch.nn.Module]:
+    """A model folder for ``model_type`` with random weights, and the same model in torch."""
+    torch.manual_seed(0)
+    if model_type == "tiny":
+        cfg = load_config(str(CONFIGS / "tiny.yaml"))
+    else:
+        checkpoint = work / f"sam_{model_type}_random.pth"
+        mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+        if not checkpoint.exists():
+            torch.save(build_sam(model_type, 1024, mean, std).state_dict(), checkpoint)
+        cfg = load_config(
+            str(CONFIGS / "sam_vit_b_decoder.yaml"),
+            ["MODEL.TYPE", model_type, "MODEL.CHECKPOINT", str(checkpoint)],
+        )
+    model_dir = work / f"model-{model_type}"
+    if not (model_dir / "manifest.json").exists():
+        export_onnx(cfg, model_dir, overwrite=True)
+    from geosam.modeling import build_model
+
+    return model_dir, build_model(cfg).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vit_b", choices=["vit_b", "tiny"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/geosam-bench-runtime"))
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    model_dir, sam = exported_model(args.work, args.model)
+    runtime = SamModel.load(model_dir, threads=1)
+    size = runtime.input_size
+
+    image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    box = np.array([size * 0.3, size * 0.3, size * 0.6, size * 0.55])
+    embedding = runtime.encode(image)
+    features = torch.from_numpy(embedding.array)
+
+    @torch.no_grad()
+    def torch_decode() -> torch.Tensor:
+        boxes = torch.from_numpy(scale_coords(box.reshape(2, 2), (size, size), size)).reshape(1, 4)
+        sparse, dense = sam.prompt_encoder(points=None, boxes=boxes.float(), masks=None)
+        low, _ = sam.mask_decoder(
+            image_embeddings=features,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        return sam.postprocess_masks(low, (size, size), (size, size)) > 0
+
+    @torch.no_grad()
+    def torch_encode() -> torch.Tensor:
+        return sam.image_encoder(torch.from_numpy(preprocess_image(image, size)[0])[None])
+
+    def ort_decode() -> object:
+        return runtime.decode(embedding, box=box)
+
+    def click_to_polygon() -> object:
+        prediction = runtime.decode(embedding, box=box)
+        return mask_to_polygon(prediction.mask, (500000.0, 1.0, 0.0, 5e6, 0.0, -1.0), 1.0)
+
+    slow = 2 if args.model != "tiny" else args.repeat
+    timings = {
+        "decoder, PyTorch": median_seconds(torch_decode, args.repeat),
+        "decoder, onnxruntime": median_seconds(ort_decode, args.repeat),
+        "encoder, PyTorch": median_seconds(torch_encode, slow),
+        "encoder, onnxruntime": median_seconds(lambda: runtime.encode(image), slow),
+        "prompt → polygon (cached embedding)": median_seconds(click_to_polygon, args.repeat),
+    }
+
+    # segment throughput: the tiny model on a synthetic scene, one box per parcel (the
+    # encoder dominates; a ViT-B run on CPU costs ~8 s per encoded window instead)
+    scene = make_scene(args.work / "scene", size=2048, seed=0)
+    tiny_dir, _ = exported_model(args.work, "tiny")
+    prompts = args.work / "prompts.gpkg"
+    gpd.read_file(scene.labels).to_file(prompts)
+    start = time.perf_counter()
+    result = segment(
+        scene.raster,
+        tiny_dir,
+        prompts,
+        args.work / "parcels.gpkg",
+        SegmentParams(threads=1),
+        progress=False,
+    )
+    elapsed = time.perf_counter() - start
+
+    print(
+        f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, onnxruntime 1 thread, torch "
+        f"{torch.get_num_threads()} thread(s); model {args.model} ({size} px), random weights"
+    )
+    print(f"{'latency (median)':<40}{'seconds':>10}")
+    for name, seconds in timings.items():
+        print(f"{name:<40}{seconds:>10.4f}")
+    ratio = timings["decoder, PyTorch"] / timings["decoder, onnxruntime"]
+    enc_ratio = timings["encoder, PyTorch"] / timings["encoder, onnxruntime"]
+    print(f"decoder speed-up onnxruntime vs PyTorch: {ratio:.2f}x (goal >= 2x)")
+    print(f"encoder speed-up onnxruntime vs PyTorch: {enc_ratio:.2f}x")
+    print(
+        f"segment (tiny, 2048 px scene): {result.polygons} parcels in {elapsed:.1f} s = "
+        f"{result.polygons / elapsed:.1f} parcels/s; {result.encoded} windows encoded, "
+        f"{result.cache_hits} reused"
+    )
+
+
+if __name__ == "__main__":
+    main()
