@@ -333,3 +333,22 @@ def test_cli_writes_and_reports(model_dir: Path, scene: tuple[Path, Path], tmp_p
     assert result.exit_code == 0, result.output
     assert "1 polygons from 1 prompts" in result.stdout
     assert {p.suffix for p in tmp_path.glob("out.*")} >= {".shp", ".shx", ".dbf", ".prj"}
+
+
+def test_min_score_and_layer(model_dir: Path, scene: tuple[Path, Path], parcels, tmp_path: Path):
+    prompts = tmp_path / "layers.gpkg"
+    parcels.to_file(prompts, layer="fields", engine="pyogrio")
+    parcels.head(2).to_file(prompts, layer="other", engine="pyogrio")
+    kept = run(scene[0], model_dir, prompts, tmp_path / "all.gpkg", layer="fields")
+    assert kept.prompts == len(parcels) == kept.polygons
+    scores = gpd.read_file(tmp_path / "all.gpkg").score.to_numpy()
+    # a threshold between the scores drops exactly the predictions below it
+    threshold = float(np.median(scores))
+    some = run(
+        scene[0], model_dir, prompts, tmp_path / "some.gpkg", layer="fields", min_score=threshold
+    )
+    assert some.polygons == int((scores >= threshold).sum()) < len(parcels)
+    assert (gpd.read_file(tmp_path / "some.gpkg").score >= threshold).all()
+    assert run(scene[0], model_dir, prompts, tmp_path / "o.gpkg", layer="other").prompts == 2
+    with pytest.raises(GeosamError, match="2 layers"):
+        run(scene[0], model_dir, prompts, tmp_path / "x.gpkg")
