@@ -22,7 +22,6 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import pyogrio
 import shapely
 from pyproj import CRS
 from pyproj.exceptions import CRSError
@@ -50,6 +49,7 @@ from geosam.segment.polygons import (
 )
 from geosam.segment.reader import WindowReader
 from geosam.utils.errors import GeosamError
+from geosam.utils.vector_io import read_vector
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def read_prompts(
 ) -> tuple[gpd.GeoDataFrame, list[Prompt], np.ndarray]:
     """The prompt features (their attributes), the positive prompts in raster pixels, and the
     negative points (N, 2) in raster pixels; GeosamError for a file geosam cannot use."""
-    frame = read_vector(path, params.layer)
+    frame = read_vector(path, params.layer, "prompts")
     if frame.crs is None:
         raise GeosamError(
             f"prompts {path} have no CRS: define one "
@@ -292,27 +292,6 @@ def read_prompts(
     if not prompts:
         raise GeosamError(f"prompts {path} hold no positive prompt")
     return frame, prompts, negative_pixels
-
-
-def read_vector(path: Path, layer: str | None) -> gpd.GeoDataFrame:
-    """One layer of a vector file, with one-line errors naming the file and the fix."""
-    if not path.exists():
-        raise GeosamError(f"prompts {path} do not exist")
-    try:
-        layers = [name for name, _ in pyogrio.list_layers(path)]
-    except Exception as exc:  # pyogrio.errors.DataSourceError and friends
-        raise GeosamError(f"cannot read prompts {path}: {str(exc).splitlines()[0]}") from None
-    if layer is None and len(layers) > 1:
-        raise GeosamError(
-            f"prompts {path} have {len(layers)} layers ({', '.join(layers)}): "
-            "choose one with --layer"
-        )
-    if layer is not None and layer not in layers:
-        raise GeosamError(f"--layer {layer} is not in {path} (layers: {', '.join(layers)})")
-    try:
-        return gpd.read_file(path, layer=layer or layers[0], engine="pyogrio")
-    except Exception as exc:
-        raise GeosamError(f"cannot read prompts {path}: {str(exc).splitlines()[0]}") from None
 
 
 def parse_crs(text: str) -> CRS:

@@ -14,18 +14,17 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import pyogrio
 import shapely
 from pyproj import CRS
 from rasterio.warp import transform_bounds
 
 from geosam.data.tiling.rasters import RasterSource
 from geosam.utils.errors import GeosamError
+from geosam.utils.vector_io import read_vector
 
 logger = logging.getLogger(__name__)
 
 _POLYGONAL = {"Polygon", "MultiPolygon"}
-_PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 
 
 @dataclass
@@ -45,7 +44,7 @@ class ParcelLabels:
         self.path = path
         self.layer = layer
         self.id_field = id_field
-        frame = _read_frame(path, layer)
+        frame = read_vector(path, layer, "labels", fid_as_index=True)
         if frame.crs is None:
             raise GeosamError(
                 f"labels {path} have no CRS: define one "
@@ -131,33 +130,6 @@ class ParcelLabels:
             "crs": self.crs.to_string(),
             **self.stats.__dict__,
         }
-
-
-def _read_frame(path: Path, layer: str | None) -> gpd.GeoDataFrame:
-    if not path.exists():
-        raise GeosamError(f"labels {path} do not exist")
-    if path.suffix.lower() in _PARQUET_SUFFIXES:
-        if layer is not None:
-            raise GeosamError(f"--layer does not apply to GeoParquet labels {path}")
-        try:
-            return gpd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises many types for a bad file
-            raise GeosamError(f"cannot read GeoParquet labels {path}: {exc}") from None
-    try:
-        layers = [name for name, _ in pyogrio.list_layers(path)]
-    except Exception as exc:  # pyogrio.errors.DataSourceError and friends
-        raise GeosamError(f"cannot read labels {path}: {str(exc).splitlines()[0]}") from None
-    if layer is None and len(layers) > 1:
-        raise GeosamError(
-            f"labels {path} have {len(layers)} layers ({', '.join(layers)}): "
-            "choose one with --layer"
-        )
-    if layer is not None and layer not in layers:
-        raise GeosamError(f"--layer {layer} is not in {path} (layers: {', '.join(layers)})")
-    try:
-        return gpd.read_file(path, layer=layer or layers[0], engine="pyogrio", fid_as_index=True)
-    except Exception as exc:
-        raise GeosamError(f"cannot read labels {path}: {str(exc).splitlines()[0]}") from None
 
 
 def _polygonal_part(geometry: shapely.Geometry | None) -> shapely.Geometry | None:
