@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
-from geosam.runtime.model import Embedding
-from geosam.runtime.windows import Box, Window
+from .model import Embedding
+from .windows import Box, Window
 
 # (raster id, Window.key): the raster id is the caller's (a path, a QGIS layer id plus
 # the model it was encoded with); the window key includes the output shape.

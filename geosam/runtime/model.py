@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from geosam.runtime.preprocess import SAM_PIXEL_MEAN, SAM_PIXEL_STD, preprocess_image, scale_coords
-from geosam.utils.errors import GeosamError
+from .errors import GeosamError
+from .preprocess import SAM_PIXEL_MEAN, SAM_PIXEL_STD, preprocess_image, scale_coords
 
 # The model directory's file names and format, as geosam.export writes them (that package
 # imports torch, so the runtime cannot import its constants).

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geosam.utils.errors import GeosamError
+from .errors import GeosamError
 
 GeoTransform = tuple[float, float, float, float, float, float]
 # (x1, y1, x2, y2) in pixel or output coordinates.
