@@ -1,0 +1,113 @@
+"""The dock: which raster, which model, where parcels go, and the Accept/Undo/Clear buttons.
+
+Widgets only; :mod:`controller` reacts to them. The model folder's manifest is shown as soon
+as the folder is chosen (read as JSON, without loading the ONNX files), so a user sees which
+model type and ground resolution they picked before the first click.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer, QgsVectorLayer
+from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+NEW_LAYER_TEXT = "New temporary layer"
+HELP = (
+    "Left click: inside the parcel · right click: outside · drag: box around it · "
+    "Enter or Accept: keep the outline · Esc or Clear: start again · Undo: last prompt, "
+    "or the last parcel kept"
+)
+
+
+def describe_manifest(manifest: Mapping[str, Any]) -> str:
+    """One line: model type, input size and ground resolution of a model manifest."""
+    resolution = manifest.get("ground_resolution_m")
+    ground = "the raster's own" if resolution is None else f"{float(resolution):g} m/px"
+    return (
+        f"model {manifest.get('model_type', 'unknown')} · input {manifest.get('input_size')} px"
+        f" · ground resolution {ground}"
+    )
+
+
+def describe_model_folder(folder: str) -> str:
+    """What the dock shows for a chosen folder, before the model is loaded."""
+    if not folder:
+        return "Choose the folder geosam export-onnx wrote."
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        return (
+            f"{path.name} missing in {folder}: the settings are read from the ONNX files "
+            "(SAM's defaults for a plain SAM export) when the model loads."
+        )
+    try:
+        return describe_manifest(json.loads(path.read_text()))
+    except (OSError, ValueError, AttributeError) as error:
+        return f"{path} is unreadable: {error}"
+
+
+class SegmentDock(QgsDockWidget):
+    """The geosam panel; ``tool_button`` toggles the map tool."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("geosam: segment parcels", parent)
+        self.setObjectName("GeosamSegmentDock")
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        form = QFormLayout()
+        self.raster_combo = QgsMapLayerComboBox()
+        self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        form.addRow("Raster", self.raster_combo)
+        self.model_widget = QgsFileWidget()
+        self.model_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.model_widget.setDialogTitle("Model folder from geosam export-onnx")
+        form.addRow("Model folder", self.model_widget)
+        self.model_label = QLabel(describe_model_folder(""))
+        self.model_label.setWordWrap(True)
+        form.addRow("", self.model_label)
+        self.output_combo = QgsMapLayerComboBox()
+        self.output_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.output_combo.setAllowEmptyLayer(True, NEW_LAYER_TEXT)
+        self.output_combo.setLayer(None)
+        form.addRow("Output layer", self.output_combo)
+        layout.addLayout(form)
+
+        self.tool_button = QPushButton("Segment on the map")
+        self.tool_button.setCheckable(True)
+        layout.addWidget(self.tool_button)
+        buttons = QHBoxLayout()
+        self.accept_button = QPushButton("Accept")
+        self.undo_button = QPushButton("Undo")
+        self.clear_button = QPushButton("Clear")
+        for button in (self.accept_button, self.undo_button, self.clear_button):
+            buttons.addWidget(button)
+        layout.addLayout(buttons)
+        self.status_label = QLabel(HELP)
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+        self.setWidget(body)
+        self.model_widget.fileChanged.connect(
+            lambda folder: self.model_label.setText(describe_model_folder(folder))
+        )
+
+    def raster_layer(self) -> QgsRasterLayer | None:
+        return self.raster_combo.currentLayer()
+
+    def model_folder(self) -> str:
+        return self.model_widget.filePath().strip()
+
+    def output_layer(self) -> QgsVectorLayer | None:
+        """The chosen polygon layer; None means a new temporary layer."""
+        return self.output_combo.currentLayer()

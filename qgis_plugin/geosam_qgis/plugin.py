@@ -1,0 +1,95 @@
+"""The plugin object QGIS loads: a toolbar button, the dock, the map tool, the provider.
+
+``initGui`` registers only what needs no onnxruntime (the button, the Processing provider),
+so QGIS starts cleanly without it; the first press of the button checks for onnxruntime and,
+when it is missing, shows the install command instead of a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import Qgis, QgsApplication
+from qgis.gui import QgisInterface
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from .dependencies import missing_onnxruntime
+from .processing.provider import GeosamProvider
+
+ICON = Path(__file__).resolve().parent / "icon.svg"
+MENU = "&geosam"
+
+
+class GeosamPlugin:
+    """Created by :func:`geosam_qgis.classFactory`; QGIS calls initGui and unload."""
+
+    def __init__(self, iface: QgisInterface) -> None:
+        self.iface = iface
+        self.action: QAction | None = None
+        self.provider: GeosamProvider | None = None
+        self.dock = None
+        self.tool = None
+        self.controller = None
+
+    def initGui(self) -> None:
+        self.provider = GeosamProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+        self.action = QAction(QIcon(str(ICON)), "Segment parcels (geosam)", self.iface.mainWindow())
+        self.action.setCheckable(True)
+        self.action.toggled.connect(self.toggle)
+        self.iface.addToolBarIcon(self.action)
+        self.iface.addPluginToMenu(MENU, self.action)
+
+    def toggle(self, on: bool) -> None:
+        """Show the dock and pick the map tool, or put both away."""
+        if on and not self.open_dock():
+            self.action.setChecked(False)
+            return
+        if self.dock is not None:
+            self.dock.setVisible(on)
+            self.dock.tool_button.setChecked(on)
+
+    def open_dock(self) -> bool:
+        """Create the dock, map tool and controller on first use; False if onnxruntime is
+        missing (the message bar then says how to install it)."""
+        if self.dock is not None:
+            return True
+        message = missing_onnxruntime()
+        if message is not None:
+            self.iface.messageBar().pushMessage("geosam", message, level=Qgis.Critical)
+            return False
+        # Only now: these modules load onnxruntime through the bundled runtime.
+        from .controller import SegmentController
+        from .dock import SegmentDock
+        from .map_tool import PromptMapTool
+
+        canvas = self.iface.mapCanvas()
+        self.dock = SegmentDock(self.iface.mainWindow())
+        self.tool = PromptMapTool(canvas)
+        self.controller = SegmentController(self.iface, self.dock, self.tool)
+        self.dock.tool_button.toggled.connect(self.use_tool)
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        return True
+
+    def use_tool(self, on: bool) -> None:
+        canvas = self.iface.mapCanvas()
+        if on:
+            canvas.setMapTool(self.tool)
+        elif canvas.mapTool() is self.tool:
+            canvas.unsetMapTool(self.tool)
+
+    def unload(self) -> None:
+        if self.controller is not None:
+            self.controller.unload()
+            self.use_tool(False)
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+        if self.action is not None:
+            self.iface.removePluginMenu(MENU, self.action)
+            self.iface.removeToolBarIcon(self.action)
+            self.action.deleteLater()
+        self.dock = self.tool = self.controller = self.provider = self.action = None

@@ -1,0 +1,310 @@
+"""Processing algorithm "Segment parcels": ``geosam segment`` as a QGIS tool.
+
+A standard QgsProcessingAlgorithm, so it runs from the toolbox, in batch mode, in the
+graphical modeler and from ``processing.run("geosam:segment_parcels", ...)``. Prompts work as
+in the CLI: a point (or the points of a MultiPoint) is a click inside a parcel, a polygon a
+box of its bounds; with a label field, features whose value is 0 are negative points, added
+to every prompt whose window holds them. Prompts are visited in rows across the raster so
+that consecutive prompts share windows and the encoder runs once per window.
+
+Output: one polygon per prompt that gave one, in the raster's CRS (Processing reprojects it
+to wherever the user saves it), with the prompt's attributes, ``score`` and ``area_m2``;
+prompt fields of those names are kept as ``src_score``/``src_area_m2``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsFeatureSink,
+    QgsFeatureSource,
+    QgsField,
+    QgsFields,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDistance,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QIcon
+
+from ..dependencies import require_onnxruntime
+from ..measure import area_m2, ellipsoidal
+from ..output_layer import OUTPUT_FIELDS
+from ..prompts import Prompt
+from ..runtime.errors import GeosamError
+from ..runtime.windows import GeoTransform, map_to_pixel
+
+ICON = Path(__file__).resolve().parents[1] / "icon.svg"
+
+
+class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
+    """Raster + model folder + prompt layer → parcel polygons with score and area_m2."""
+
+    INPUT = "INPUT"
+    MODEL = "MODEL"
+    PROMPTS = "PROMPTS"
+    LABEL_FIELD = "LABEL_FIELD"
+    MIN_SCORE = "MIN_SCORE"
+    SIMPLIFY = "SIMPLIFY"
+    OUTPUT = "OUTPUT"
+
+    def name(self) -> str:
+        return "segment_parcels"
+
+    def displayName(self) -> str:
+        return "Segment parcels"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    def shortHelpString(self) -> str:
+        return (
+            "Outlines the parcel under each prompt with a Segment Anything model exported by "
+            "geosam export-onnx (a folder with encoder.onnx, decoder.onnx, manifest.json).\n"
+            "Points are clicks inside a parcel, polygons are boxes (their bounds). With a "
+            "label field, points whose value is 0 mark places that are not the parcel.\n"
+            "Output: polygons in the raster's CRS with the prompt's attributes, score (the "
+            "model's IoU estimate) and area_m2 (on the ellipsoid)."
+        )
+
+    def createInstance(self) -> SegmentParcelsAlgorithm:
+        return SegmentParcelsAlgorithm()
+
+    def initAlgorithm(self, configuration: dict[str, Any] | None = None) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster"))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL,
+                "Model folder (from geosam export-onnx)",
+                behavior=QgsProcessingParameterFile.Folder,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                self.PROMPTS,
+                "Prompts (points: clicks inside parcels; polygons: boxes)",
+                [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon],
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.LABEL_FIELD,
+                "Label field (1: inside, 0: negative point)",
+                parentLayerParameterName=self.PROMPTS,
+                type=QgsProcessingParameterField.Numeric,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_SCORE,
+                "Minimum score (drop parcels the model rates lower)",
+                type=QgsProcessingParameterNumber.Double,
+                defaultValue=0.0,
+                minValue=0.0,
+                maxValue=1.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterDistance(
+                self.SIMPLIFY,
+                "Simplify tolerance",
+                defaultValue=0.0,
+                parentParameterName=self.INPUT,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT, "Parcels", QgsProcessing.TypeVectorPolygon
+            )
+        )
+
+    def processAlgorithm(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        try:
+            return self.segment(parameters, context, feedback)
+        except GeosamError as error:
+            raise QgsProcessingException(str(error)) from None
+
+    def segment(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        require_onnxruntime()
+        # Only now that onnxruntime is known to import: the provider must load without it.
+        from ..raster_reader import RasterWindows
+        from ..runtime.model import SamModel
+        from ..segmenter import Segmenter
+
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        model_dir = self.parameterAsFile(parameters, self.MODEL, context)
+        source = self.parameterAsSource(parameters, self.PROMPTS, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.PROMPTS))
+        label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context) or None
+        min_score = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
+        simplify = self.parameterAsDouble(parameters, self.SIMPLIFY, context)
+
+        feedback.pushInfo(f"loading model {model_dir}")
+        model = SamModel.load(model_dir)
+        raster = RasterWindows.from_layer(layer, model.manifest)
+        segmenter = Segmenter(model, raster)
+        transform = QgsCoordinateTransform(
+            source.sourceCrs(), layer.crs(), context.transformContext()
+        )
+        features, prompts, negatives = read_prompts(
+            source, label_field, transform, raster.geotransform
+        )
+        width, height = raster.size
+        negatives = negatives[
+            (negatives[:, 0] >= 0)
+            & (negatives[:, 0] <= width)
+            & (negatives[:, 1] >= 0)
+            & (negatives[:, 1] <= height)
+        ]
+
+        fields = output_fields(source.fields())
+        sink, dest_id = self.parameterAsSink(
+            parameters, self.OUTPUT, context, fields, QgsWkbTypes.MultiPolygon, layer.crs()
+        )
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+
+        calculator = ellipsoidal(layer.crs())
+        skipped: Counter[str] = Counter()
+        results = []
+        order = spatial_order(prompts, model.input_size)
+        for done, index in enumerate(order):
+            if feedback.isCanceled():
+                break
+            feedback.setProgress(100.0 * done / len(order))
+            prompt = prompts[index]
+            try:
+                segmenter.check_inside(prompt)
+            except GeosamError:
+                skipped["outside the raster"] += 1
+                continue
+            try:
+                parcel = segmenter.segment(prompt.with_negatives(negatives), simplify)
+            except GeosamError as error:
+                feedback.pushInfo(f"prompt {features[index].id()} skipped: {error}")
+                skipped["too large for the model"] += 1
+                continue
+            if parcel is None:
+                skipped["empty mask"] += 1
+            elif parcel.score < min_score:
+                skipped["below the minimum score"] += 1
+            else:
+                results.append((index, parcel))
+        if prompts and skipped["outside the raster"] == len(prompts):
+            raise GeosamError(
+                f"all {len(prompts)} prompts lie outside raster layer {layer.name()}: check "
+                "that they cover the same area"
+            )
+        for index, parcel in sorted(results, key=lambda result: result[0]):
+            feature = QgsFeature(fields)
+            feature.setGeometry(parcel.geometry)
+            feature.setAttributes(
+                [*features[index].attributes(), parcel.score, area_m2(calculator, parcel.geometry)]
+            )
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        for reason, count in skipped.items():
+            feedback.reportError(f"{count} prompts skipped: {reason}", fatalError=False)
+        feedback.pushInfo(
+            f"{len(results)} parcels from {len(prompts)} prompts; "
+            f"{segmenter.cache.misses} windows encoded"
+        )
+        return {self.OUTPUT: dest_id}
+
+
+def read_prompts(
+    source: QgsFeatureSource,
+    label_field: str | None,
+    transform: QgsCoordinateTransform,
+    geotransform: GeoTransform,
+) -> tuple[list[QgsFeature], list[Prompt], np.ndarray]:
+    """The positive prompts (with their features) in raster pixels, and the negative points
+    (N, 2); GeosamError for a label that is neither 0 nor 1 or a negative polygon."""
+    name = source.sourceName()
+    features, prompts, negatives = [], [], []
+    for feature in source.getFeatures():
+        geometry = feature.geometry()
+        if geometry.isNull() or geometry.isEmpty():
+            continue
+        positive = True
+        if label_field is not None:
+            value = feature[label_field]
+            if value not in (0, 1):
+                raise GeosamError(
+                    f"label field {label_field} of prompts {name} must be 1 (positive) or 0 "
+                    f"(negative) in every feature; feature {feature.id()} has {value!r}"
+                )
+            positive = value == 1
+        geometry.transform(transform)
+        xy = np.array([(v.x(), v.y()) for v in geometry.vertices()], dtype=np.float64)
+        pixels = map_to_pixel(geotransform, xy)
+        is_point = geometry.type() == QgsWkbTypes.PointGeometry
+        if not positive:
+            if not is_point:
+                raise GeosamError(
+                    f"prompts {name}: feature {feature.id()} is a polygon with {label_field} = 0,"
+                    " but only points can be negative prompts"
+                )
+            negatives.append(pixels)
+            continue
+        features.append(feature)
+        if is_point:
+            prompts.append(Prompt(pixels, np.ones(len(pixels))))
+        else:
+            (x1, y1), (x2, y2) = pixels.min(axis=0), pixels.max(axis=0)
+            prompts.append(Prompt(box=(x1, y1, x2, y2)))
+    if not prompts:
+        raise GeosamError(f"prompts {name} hold no positive prompt")
+    return features, prompts, np.concatenate(negatives) if negatives else np.zeros((0, 2))
+
+
+def output_fields(prompt_fields: QgsFields) -> QgsFields:
+    """The prompt's fields (``src_``-prefixed where geosam adds the name) + score, area_m2."""
+    fields = QgsFields()
+    for source_field in prompt_fields:
+        copied = QgsField(source_field)
+        if copied.name() in OUTPUT_FIELDS:
+            copied.setName(f"src_{copied.name()}")
+        fields.append(copied)
+    for name in OUTPUT_FIELDS:
+        fields.append(QgsField(name, QVariant.Double))
+    return fields
+
+
+def spatial_order(prompts: list[Prompt], input_size: int) -> list[int]:
+    """Prompt indexes in rows about one window high, west to east in each, so consecutive
+    prompts share windows and the embedding cache holds the few a row needs."""
+
+    def key(index: int) -> tuple[int, float]:
+        x1, y1, x2, y2 = prompts[index].bounds
+        return int((y1 + y2) / 2 // input_size), (x1 + x2) / 2
+
+    return sorted(range(len(prompts)), key=key)

@@ -1,0 +1,227 @@
+"""Prompt windows of a raster layer, read with GDAL as the uint8 RGB images the model saw.
+
+QGIS's Python has GDAL but not rasterio, so this is ``geosam segment``'s window reader
+(geosam/segment/reader.py) redone on ``osgeo.gdal``: the same checks of the raster against
+the model's manifest (bands, dtype, stretch) made once when the raster is opened, the same
+band choice, percentile stretch from a decimated sample, and bilinear resampling of each
+window to its output size by GDAL's RasterIO, so the plugin feeds the model what the CLI
+feeds it. Every read opens its own dataset handle: GDAL handles are not thread-safe, and
+windows are read in a QgsTask while the map canvas keeps using the layer.
+
+Errors are :class:`GeosamError` naming the layer, since GDAL's Python bindings are used
+without exceptions (turning them on would change behaviour for every other plugin).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from osgeo import gdal
+from qgis.core import QgsCoordinateReferenceSystem, QgsPointXY, QgsRasterLayer, QgsUnitTypes
+
+from .measure import ellipsoidal, length_m
+from .runtime.errors import GeosamError
+from .runtime.stretch import PERCENTILES, Stretch
+from .runtime.windows import GeoTransform, Window, pixel_to_map
+
+# A decimated read of at most this many pixels per band gives stable percentiles.
+SAMPLE_PIXELS = 1024 * 1024
+RGB = (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)
+
+
+class RasterWindows:
+    """A raster file checked against a model manifest; reads :class:`Window` images."""
+
+    def __init__(
+        self,
+        source: str,
+        name: str,
+        crs: QgsCoordinateReferenceSystem,
+        manifest: Mapping[str, Any],
+    ) -> None:
+        self.source = source
+        self.name = name
+        self.crs = crs
+        dataset = self._open()
+        self.size = (dataset.RasterXSize, dataset.RasterYSize)
+        self.geotransform: GeoTransform = tuple(dataset.GetGeoTransform(can_return_null=True) or ())
+        if len(self.geotransform) != 6 or self.geotransform == (0.0, 1.0, 0.0, 0.0, 0.0, 1.0):
+            raise GeosamError(f"raster layer {name} ({source}) is not georeferenced")
+        if self.geotransform[2] != 0 or self.geotransform[4] != 0:
+            raise GeosamError(
+                f"raster layer {name} is rotated: warp it north-up first (Raster → Projections"
+                " → Warp)"
+            )
+        if not crs.isValid():
+            raise GeosamError(f"raster layer {name} has no CRS: set one in its properties")
+        self.bands = select_bands(dataset, manifest, name)
+        self.stretch = raster_stretch(dataset, self.bands, manifest, name)
+        self.has_mask = any(
+            not dataset.GetRasterBand(b).GetMaskFlags() & gdal.GMF_ALL_VALID for b in self.bands
+        )
+        self._distance = ellipsoidal(crs) if crs.isGeographic() else None
+
+    @classmethod
+    def from_layer(cls, layer: QgsRasterLayer, manifest: Mapping[str, Any]) -> RasterWindows:
+        """The file behind a raster layer; layers GDAL cannot open (WMS, XYZ) are refused."""
+        if layer.providerType() != "gdal":
+            raise GeosamError(
+                f"raster layer {layer.name()} comes from the {layer.providerType()} provider: "
+                "geosam reads files GDAL opens (GeoTIFF, VRT, ...); save the layer as GeoTIFF"
+            )
+        return cls(layer.source(), layer.name(), layer.crs(), manifest)
+
+    def pixel_size_m(self, col: float, row: float) -> tuple[float, float]:
+        """(x, y) pixel size in metres at pixel (col, row).
+
+        Geodesic in a geographic CRS, where it varies with latitude, so windows are sized at
+        their prompt; grid metres in a projected CRS, as ``geosam tile`` measured the
+        training resolution.
+        """
+        gt = self.geotransform
+        if self._distance is None:
+            factor = QgsUnitTypes.fromUnitToUnitFactor(
+                self.crs.mapUnits(), QgsUnitTypes.DistanceMeters
+            )
+            return abs(gt[1]) * factor, abs(gt[5]) * factor
+        corner, right, down = (
+            QgsPointXY(*pixel_to_map(gt, xy)) for xy in ((col, row), (col + 1, row), (col, row + 1))
+        )
+        return (
+            length_m(self._distance, self._distance.measureLine(corner, right)),
+            length_m(self._distance, self._distance.measureLine(corner, down)),
+        )
+
+    def read(self, window: Window) -> np.ndarray:
+        """The window as an (out_height, out_width, 3) uint8 image, bilinear-resampled, with
+        nodata pixels 0 (as tiling writes them into training chips)."""
+        data = self._open().ReadAsArray(
+            window.col_off,
+            window.row_off,
+            window.width,
+            window.height,
+            buf_xsize=window.out_width,
+            buf_ysize=window.out_height,
+            band_list=list(self.bands),
+            resample_alg=gdal.GRIORA_Bilinear,
+        )
+        if data is None:
+            raise self._error(f"cannot read pixels at {window}")
+        data = data.reshape(len(self.bands), window.out_height, window.out_width)
+        image = self.stretch.apply(data)
+        if image.shape[0] == 1:
+            image = np.repeat(image, 3, axis=0)
+        valid = self.valid(window)
+        if valid is not None:
+            image[:, ~valid] = 0
+        return np.ascontiguousarray(image.transpose(1, 2, 0))
+
+    def valid(self, window: Window) -> np.ndarray | None:
+        """The (out_height, out_width) mask of pixels valid in every band; None when the raster
+        has no nodata, mask or alpha (every pixel valid)."""
+        if not self.has_mask:
+            return None
+        dataset = self._open()
+        valid = np.ones((window.out_height, window.out_width), dtype=bool)
+        for number in self.bands:
+            mask = (
+                dataset.GetRasterBand(number)
+                .GetMaskBand()
+                .ReadAsArray(
+                    window.col_off,
+                    window.row_off,
+                    window.width,
+                    window.height,
+                    buf_xsize=window.out_width,
+                    buf_ysize=window.out_height,
+                )
+            )
+            if mask is None:
+                raise self._error(f"cannot read the nodata mask at {window}")
+            valid &= mask > 0
+        return valid
+
+    def _open(self) -> gdal.Dataset:
+        dataset = gdal.Open(self.source, gdal.GA_ReadOnly)
+        if dataset is None:
+            raise self._error(f"GDAL cannot open {self.source}")
+        return dataset
+
+    def _error(self, what: str) -> GeosamError:
+        detail = gdal.GetLastErrorMsg()
+        return GeosamError(f"raster layer {self.name}: {what}" + (f" ({detail})" if detail else ""))
+
+
+def select_bands(dataset: gdal.Dataset, manifest: Mapping[str, Any], name: str) -> list[int]:
+    """The 1 or 3 band numbers the model reads, chosen as ``geosam tile`` chose them.
+
+    The manifest's bands when it names them; otherwise a 1-band raster is grey, a raster whose
+    colour interpretation names red, green and blue gives those, and any other raster with at
+    least 3 bands gives its first three.
+    """
+    count = dataset.RasterCount
+    bands = manifest.get("bands")
+    if bands:
+        if max(bands) > count:
+            raise GeosamError(
+                f"the model reads bands {','.join(map(str, bands))} but raster layer {name} has "
+                f"{count}: give a raster of the sensor the model was trained on"
+            )
+        return list(bands)
+    if count == 1:
+        return [1]
+    interpretation = [
+        dataset.GetRasterBand(b).GetColorInterpretation() for b in range(1, count + 1)
+    ]
+    if all(colour in interpretation for colour in RGB):
+        return [interpretation.index(colour) + 1 for colour in RGB]
+    if count >= 3:
+        return [1, 2, 3]
+    raise GeosamError(
+        f"raster layer {name} has {count} bands but the model reads RGB (3 bands) or grey (1)"
+    )
+
+
+def raster_stretch(
+    dataset: gdal.Dataset, bands: Sequence[int], manifest: Mapping[str, Any], name: str
+) -> Stretch:
+    """The uint8 mapping for this raster: the manifest's method, this raster's percentiles.
+
+    A model tuned on one uint16 scene must see another scene's 2nd-98th percentiles mapped the
+    same way, not the training scene's values, so the numbers are computed here.
+    """
+    method = (manifest.get("stretch") or {}).get("method", "none")
+    is_byte = all(dataset.GetRasterBand(b).DataType == gdal.GDT_Byte for b in bands)
+    if method == "none":
+        if not is_byte:
+            dtype = gdal.GetDataTypeName(dataset.GetRasterBand(bands[0]).DataType)
+            raise GeosamError(
+                f"raster layer {name} is {dtype} but the model was trained on 8-bit images "
+                "without a stretch: convert it (Raster → Conversion → Translate, output Byte "
+                "with scaling) or use a model tuned on this kind of raster"
+            )
+        return Stretch()
+    if method != "percentile":
+        raise GeosamError(f"the model's stretch method {method!r} is unknown to this plugin")
+    if is_byte:
+        return Stretch()
+    width, height = dataset.RasterXSize, dataset.RasterYSize
+    scale = max(1.0, (width * height / SAMPLE_PIXELS) ** 0.5)
+    shape = {"buf_xsize": max(1, int(width / scale)), "buf_ysize": max(1, int(height / scale))}
+    low, high = [], []
+    for number in bands:
+        band = dataset.GetRasterBand(number)
+        values = band.ReadAsArray(**shape)
+        valid = band.GetMaskBand().ReadAsArray(**shape)
+        if values is None or valid is None:
+            raise GeosamError(
+                f"cannot read pixels of raster layer {name}: {gdal.GetLastErrorMsg()}"
+            )
+        sample = values[valid > 0].astype(np.float64)
+        sample = sample[np.isfinite(sample)]
+        lo, hi = np.percentile(sample, PERCENTILES) if sample.size else (0.0, 255.0)
+        low.append(float(lo))
+        high.append(float(hi if hi > lo else lo + 1.0))
+    return Stretch(method="percentile", low=tuple(low), high=tuple(high))

@@ -1,0 +1,92 @@
+"""Fixtures of the plugin tests, which run in QGIS's own Python (``make test-qgis``).
+
+The plugin is imported from what scripts/build_plugin.py staged under build/qgis_plugin
+(the source folder lacks the runtime it bundles), the tiny model and the synthetic scene from
+build/qgis-fixtures, made beforehand by the main venv's ``geosam export-onnx`` and
+``geosam synth`` (QGIS's Python has no torch). Both places can be moved with
+GEOSAM_QGIS_PLUGIN_DIR and GEOSAM_QGIS_FIXTURES.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from osgeo import gdal
+from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN_DIR = Path(os.environ.get("GEOSAM_QGIS_PLUGIN_DIR", ROOT / "build" / "qgis_plugin"))
+FIXTURES = Path(os.environ.get("GEOSAM_QGIS_FIXTURES", ROOT / "build" / "qgis-fixtures"))
+# QGIS's own Python plugins (Processing) live outside its site-packages.
+QGIS_PLUGINS = Path("/usr/share/qgis/python/plugins")
+
+sys.path.insert(0, str(PLUGIN_DIR))
+if QGIS_PLUGINS.is_dir():
+    sys.path.append(str(QGIS_PLUGINS))
+
+
+def _fixture(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run the plugin tests with `make test-qgis`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The tiny SAM exported untrained (random weights: masks are noise, geometry is not)."""
+    return _fixture(FIXTURES / "model")
+
+
+@pytest.fixture(scope="session")
+def scene() -> Path:
+    """512 x 512 px RGB uint8 farmland at 1 m in EPSG:32633."""
+    _fixture(PLUGIN_DIR / "geosam_qgis" / "runtime")
+    return _fixture(FIXTURES / "scene" / "scene.tif")
+
+
+@pytest.fixture(scope="session")
+def geographic_scene(scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The scene warped to EPSG:4326 (non-square ground pixels in degrees)."""
+    path = tmp_path_factory.mktemp("geographic") / "scene_4326.tif"
+    gdal.Warp(str(path), str(scene), dstSRS="EPSG:4326", resampleAlg="bilinear")
+    return path
+
+
+@pytest.fixture
+def project() -> Iterator[QgsProject]:
+    """The project, emptied after the test (layers must go before QGIS exits)."""
+    yield QgsProject.instance()
+    QgsProject.instance().removeAllMapLayers()
+    QgsProject.instance().setCrs(QgsCoordinateReferenceSystem())
+
+
+@pytest.fixture
+def raster_layer(scene: Path, project: QgsProject) -> QgsRasterLayer:
+    layer = QgsRasterLayer(str(scene), "scene")
+    assert layer.isValid()
+    project.addMapLayer(layer)
+    return layer
+
+
+def model_variant(
+    model_dir: Path,
+    target: Path,
+    manifest: dict[str, Any] | None = None,
+    keep_manifest: bool = True,
+) -> Path:
+    """A model folder sharing ``model_dir``'s ONNX files, with manifest fields changed (or
+    no manifest at all)."""
+    target.mkdir(parents=True)
+    for name in ("encoder.onnx", "decoder.onnx"):
+        (target / name).symlink_to(model_dir / name)
+    if keep_manifest:
+        fields = json.loads((model_dir / "manifest.json").read_text())
+        fields.update(manifest or {})
+        (target / "manifest.json").write_text(json.dumps(fields))
+    return target

@@ -1,0 +1,171 @@
+"""The "Segment parcels" Processing algorithm end to end, through processing.run.
+
+The tiny model is untrained, so these tests check what does not depend on its quality: one
+valid polygon per prompt near its prompt, in the raster's CRS, with the prompt's attributes,
+score and a geodesic area_m2; prompts in another CRS; a geographic raster; bad input refused
+with one QgsProcessingException naming what is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import model_variant
+from qgis.core import (
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProcessingException,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+
+ALGORITHM = "geosam:segment_parcels"
+RASTER_CRS = "EPSG:32633"
+# Scene pixel (col, row) → map: x = 520000 + col, y = 5350000 - row (1 m pixels).
+CLICKS = [(100.5, 120.5), (300.5, 300.5), (420.5, 80.5)]
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing: None) -> Iterator[None]:
+    from geosam_qgis.processing.provider import GeosamProvider
+
+    registered = GeosamProvider()
+    QgsApplication.processingRegistry().addProvider(registered)
+    yield
+    QgsApplication.processingRegistry().removeProvider(registered)
+
+
+def points_layer(clicks: list[tuple[float, float]], crs: str, labels: list[int] | None = None):
+    """A memory point layer of scene pixels (col, row), reprojected to ``crs``, with a name
+    and (optionally) a label per point."""
+    layer = QgsVectorLayer(
+        f"Point?crs={crs}&field=name:string&field=label:integer&field=score:double",
+        "prompts",
+        "memory",
+    )
+    to_crs = QgsCoordinateTransform(
+        QgsCoordinateReferenceSystem(RASTER_CRS), layer.crs(), QgsProject.instance()
+    )
+    features = []
+    for index, (col, row) in enumerate(clicks):
+        feature = QgsFeature(layer.fields())
+        point = to_crs.transform(QgsPointXY(520000 + col, 5350000 - row))
+        feature.setGeometry(QgsGeometry.fromPointXY(point))
+        label = 1 if labels is None else labels[index]
+        feature.setAttributes([f"prompt {index}", label, 0.5])
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    return layer
+
+
+def run(raster: Path | QgsRasterLayer, model: Path, prompts: QgsVectorLayer, **extra: object):
+    import processing
+
+    parameters = {
+        "INPUT": str(raster) if isinstance(raster, Path) else raster,
+        "MODEL": str(model),
+        "PROMPTS": prompts,
+        "OUTPUT": "memory:",
+        **extra,
+    }
+    return processing.run(ALGORITHM, parameters)["OUTPUT"]
+
+
+def test_points_in_another_crs(provider: None, model_dir: Path, scene: Path) -> None:
+    prompts = points_layer(CLICKS, "EPSG:4326")
+    output = run(scene, model_dir, prompts)
+    assert output.crs().authid() == RASTER_CRS
+    assert output.fields().names() == ["name", "label", "src_score", "score", "area_m2"]
+    features = list(output.getFeatures())
+    assert [f["name"] for f in features] == ["prompt 0", "prompt 1", "prompt 2"]
+    for feature, (col, row) in zip(features, CLICKS, strict=True):
+        geometry = feature.geometry()
+        assert geometry.isGeosValid() and not geometry.isEmpty()
+        # the window is 256 model px at the raster's 1 m: the parcel lies within it
+        window = QgsGeometry.fromPointXY(QgsPointXY(520000 + col, 5350000 - row)).buffer(256, 4)
+        assert window.contains(geometry)
+        assert 0.0 <= feature["score"] <= 1.5
+        # UTM near its central meridian: the geodesic area is the planar one within 0.2 %
+        assert feature["area_m2"] == pytest.approx(geometry.area(), rel=2e-3)
+        assert feature["src_score"] == 0.5
+
+
+def test_boxes_and_negative_points(provider: None, model_dir: Path, scene: Path) -> None:
+    boxes = QgsVectorLayer(f"Polygon?crs={RASTER_CRS}&field=id:integer", "boxes", "memory")
+    feature = QgsFeature(boxes.fields())
+    feature.setGeometry(
+        QgsGeometry.fromWkt(
+            "POLYGON((520050 5349950, 520150 5349950, "
+            "520150 5349850, 520050 5349850, 520050 5349950))"
+        )
+    )
+    feature.setAttributes([7])
+    boxes.dataProvider().addFeatures([feature])
+    output = run(scene, model_dir, boxes)
+    (parcel,) = output.getFeatures()
+    assert parcel["id"] == 7 and parcel.geometry().isGeosValid()
+
+    mixed = points_layer([*CLICKS, (110.5, 130.5)], "EPSG:3857", labels=[1, 1, 1, 0])
+    output = run(scene, model_dir, mixed, LABEL_FIELD="label")
+    assert output.featureCount() == 3
+
+
+def test_geographic_raster(
+    provider: None, model_dir: Path, geographic_scene: Path, tmp_path: Path
+) -> None:
+    """A raster in degrees: windows sized in metres, areas in m², output in EPSG:4326."""
+    model = model_variant(model_dir, tmp_path / "model", {"ground_resolution_m": 2.0})
+    output = run(geographic_scene, model, points_layer(CLICKS[:2], RASTER_CRS))
+    assert output.crs().authid() == "EPSG:4326"
+    to_utm = QgsCoordinateTransform(
+        output.crs(), QgsCoordinateReferenceSystem(RASTER_CRS), QgsProject.instance()
+    )
+    for feature in output.getFeatures():
+        geometry = QgsGeometry(feature.geometry())
+        assert geometry.isGeosValid()
+        geometry.transform(to_utm)
+        assert feature["area_m2"] == pytest.approx(geometry.area(), rel=5e-3)
+        # 256 model px at 2 m: the window spans 512 m, the scene's whole width
+        assert geometry.boundingBox().width() <= 512 + 2
+
+
+def test_folder_without_manifest_uses_onnx_metadata(
+    provider: None, model_dir: Path, scene: Path, tmp_path: Path
+) -> None:
+    model = model_variant(model_dir, tmp_path / "bare", keep_manifest=False)
+    assert run(scene, model, points_layer(CLICKS[:1], RASTER_CRS)).featureCount() == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("empty model folder", "lacks encoder.onnx"),
+        ("bands", "reads bands 1,2,5 but raster layer scene has 3"),
+        ("outside", "all 2 prompts lie outside raster layer scene"),
+        ("label", "label field name of prompts prompts must be 1"),
+    ],
+)
+def test_bad_input(
+    provider: None, model_dir: Path, scene: Path, tmp_path: Path, case: str, expected: str
+) -> None:
+    model, prompts, extra = model_dir, points_layer(CLICKS[:2], RASTER_CRS), {}
+    if case == "empty model folder":
+        model = tmp_path / "empty"
+        model.mkdir()
+    elif case == "bands":
+        model = model_variant(model_dir, tmp_path / "bands", {"bands": [1, 2, 5]})
+    elif case == "outside":
+        prompts = points_layer([(-500.0, 10.0), (10.0, 900.0)], RASTER_CRS)
+    else:
+        extra = {"LABEL_FIELD": "name"}
+    raster = QgsRasterLayer(str(scene), "scene")
+    with pytest.raises(QgsProcessingException, match=expected):
+        run(raster, model, prompts, **extra)
+    del raster
