@@ -18,13 +18,23 @@ from typing import Any
 
 import pytest
 from osgeo import gdal
-from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProject,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = Path(os.environ.get("GEOSAM_QGIS_PLUGIN_DIR", ROOT / "build" / "qgis_plugin"))
 FIXTURES = Path(os.environ.get("GEOSAM_QGIS_FIXTURES", ROOT / "build" / "qgis-fixtures"))
 # QGIS's own Python plugins (Processing) live outside its site-packages.
 QGIS_PLUGINS = Path("/usr/share/qgis/python/plugins")
+RASTER_CRS = "EPSG:32633"
 
 sys.path.insert(0, str(PLUGIN_DIR))
 if QGIS_PLUGINS.is_dir():
@@ -90,3 +100,29 @@ def model_variant(
         fields.update(manifest or {})
         (target / "manifest.json").write_text(json.dumps(fields))
     return target
+
+
+# Scene pixel (col, row) → map: x = 520000 + col, y = 5350000 - row (1 m pixels).
+def points_layer(
+    clicks: list[tuple[float, float]], crs: str, labels: list[int] | None = None
+) -> QgsVectorLayer:
+    """A memory point layer of scene pixels (col, row), reprojected to ``crs``, with a name
+    and (optionally) a label per point."""
+    layer = QgsVectorLayer(
+        f"Point?crs={crs}&field=name:string&field=label:integer&field=score:double",
+        "prompts",
+        "memory",
+    )
+    to_crs = QgsCoordinateTransform(
+        QgsCoordinateReferenceSystem(RASTER_CRS), layer.crs(), QgsProject.instance()
+    )
+    features = []
+    for index, (col, row) in enumerate(clicks):
+        feature = QgsFeature(layer.fields())
+        point = to_crs.transform(QgsPointXY(520000 + col, 5350000 - row))
+        feature.setGeometry(QgsGeometry.fromPointXY(point))
+        label = 1 if labels is None else labels[index]
+        feature.setAttributes([f"prompt {index}", label, 0.5])
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    return layer

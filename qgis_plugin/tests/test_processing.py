@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import model_variant
+from conftest import RASTER_CRS, model_variant, points_layer
 from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
@@ -22,13 +22,10 @@ from qgis.core import (
     QgsPointXY,
     QgsProcessingException,
     QgsProject,
-    QgsRasterLayer,
     QgsVectorLayer,
 )
 
 ALGORITHM = "geosam:segment_parcels"
-RASTER_CRS = "EPSG:32633"
-# Scene pixel (col, row) → map: x = 520000 + col, y = 5350000 - row (1 m pixels).
 CLICKS = [(100.5, 120.5), (300.5, 300.5), (420.5, 80.5)]
 
 
@@ -42,34 +39,11 @@ def provider(qgis_processing: None) -> Iterator[None]:
     QgsApplication.processingRegistry().removeProvider(registered)
 
 
-def points_layer(clicks: list[tuple[float, float]], crs: str, labels: list[int] | None = None):
-    """A memory point layer of scene pixels (col, row), reprojected to ``crs``, with a name
-    and (optionally) a label per point."""
-    layer = QgsVectorLayer(
-        f"Point?crs={crs}&field=name:string&field=label:integer&field=score:double",
-        "prompts",
-        "memory",
-    )
-    to_crs = QgsCoordinateTransform(
-        QgsCoordinateReferenceSystem(RASTER_CRS), layer.crs(), QgsProject.instance()
-    )
-    features = []
-    for index, (col, row) in enumerate(clicks):
-        feature = QgsFeature(layer.fields())
-        point = to_crs.transform(QgsPointXY(520000 + col, 5350000 - row))
-        feature.setGeometry(QgsGeometry.fromPointXY(point))
-        label = 1 if labels is None else labels[index]
-        feature.setAttributes([f"prompt {index}", label, 0.5])
-        features.append(feature)
-    layer.dataProvider().addFeatures(features)
-    return layer
-
-
-def run(raster: Path | QgsRasterLayer, model: Path, prompts: QgsVectorLayer, **extra: object):
+def run(raster: Path, model: Path, prompts: QgsVectorLayer, **extra: object) -> QgsVectorLayer:
     import processing
 
     parameters = {
-        "INPUT": str(raster) if isinstance(raster, Path) else raster,
+        "INPUT": str(raster),
         "MODEL": str(model),
         "PROMPTS": prompts,
         "OUTPUT": "memory:",
@@ -165,7 +139,5 @@ def test_bad_input(
         prompts = points_layer([(-500.0, 10.0), (10.0, 900.0)], RASTER_CRS)
     else:
         extra = {"LABEL_FIELD": "name"}
-    raster = QgsRasterLayer(str(scene), "scene")
     with pytest.raises(QgsProcessingException, match=expected):
-        run(raster, model, prompts, **extra)
-    del raster
+        run(scene, model, prompts, **extra)
