@@ -9,6 +9,7 @@ per module.
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from onnx import TensorProto, helper
 from segment_anything import SamPredictor
 
+import geosam.runtime
 from geosam.config import load_config
 from geosam.export import export_onnx
 from geosam.modeling import build_model
@@ -82,17 +84,22 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_runtime_imports_no_torch(model_dir: Path) -> None:
-    """Loading, encoding and decoding pull in neither torch, rasterio, shapely nor onnx."""
+    """Loading, encoding, decoding and automatic mode pull in neither torch, rasterio,
+    shapely nor onnx."""
     script = f"""
 import sys
 import numpy as np
 import geosam.runtime
-from geosam.runtime import cache, model, preprocess, stretch, windows
+from geosam.runtime import auto, cache, model, preprocess, stretch, windows
 stretch.Stretch(method="percentile", low=(0.0,), high=(10.0,)).apply(np.ones((1, 4, 4)))
 m = geosam.runtime.SamModel.load({str(model_dir)!r}, threads=1)
 e = m.encode(np.zeros((50, 60, 3), np.uint8))
 m.decode(e, points=np.array([[10.0, 20.0]]), labels=np.array([1]))
 m.decode_many(e, np.array([[1.0, 2.0, 30.0, 40.0]]))
+params = auto.AutoParams(points_per_side=2, pred_iou_thresh=0.0, stability_thresh=0.0)
+tile = next(auto.auto_tiling((60, 50), (1.0, 1.0), None, m.input_size).windows())
+merger = auto.MaskMerger(auto.auto_tiling((60, 50), (1.0, 1.0), None, m.input_size), params)
+merger.add(tile, auto.window_masks(m, e, tile, params))
 print(sorted(n for n in ("torch", "rasterio", "shapely", "onnx", "geosam.export")
              if n in sys.modules))
 """
@@ -100,6 +107,37 @@ print(sorted(n for n in ("torch", "rasterio", "shapely", "onnx", "geosam.export"
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_runtime_imports_are_relative() -> None:
+    """The plugin vendors the folder under another package name: an absolute ``geosam``
+    import would break there, and a third-party one would be missing from QGIS."""
+    allowed = {"__future__", "collections", "dataclasses", "hashlib", "importlib", "json"}
+    allowed |= {"math", "pathlib", "typing", "numpy", "onnxruntime", "PIL"}
+    for path in Path(geosam.runtime.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            outside = [n for n in names if n.split(".")[0] not in allowed]
+            assert not outside, f"{path.name} imports {outside}"
+
+
+def test_decode_points(model: SamModel, embedding: Embedding) -> None:
+    """Each point's candidates are the outputs decode() chooses among for that point."""
+    points = np.array([[110.0, 80.0], [20.0, 150.0]])
+    results = list(model.decode_points(embedding, points))
+    assert len(results) == 2
+    for point, (logits, scores) in zip(points, results, strict=True):
+        single = model.decode(embedding, points=point[None], labels=np.array([1]))
+        assert logits.shape == (3, *IMAGE_SHAPE) and scores.shape == (3,)
+        best = int(np.argmax(scores))
+        assert single.index == 1 + best and single.score == pytest.approx(float(scores[best]))
+        assert np.array_equal(single.mask, logits[best] > model.threshold)
+    assert list(model.decode_points(embedding, np.zeros((0, 2)))) == []
 
 
 def test_encoder_parity(embedding: Embedding, predictor: SamPredictor) -> None:

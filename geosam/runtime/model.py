@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,6 +233,30 @@ class SamModel:
         decoder is milliseconds next to the encoder, so a batched graph would save little.
         """
         return [self.decode(embedding, box=box) for box in np.asarray(boxes).reshape(-1, 4)]
+
+    def decode_points(
+        self, embedding: Embedding, points: np.ndarray
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each of ``points`` (P, 2) as its own positive single-point prompt, as SAM's
+        automatic mode asks: per point, the candidate masks' logits (K, H, W) at the original
+        size and their predicted IoUs (K,).
+
+        The candidates are the outputs :meth:`select` chooses among for a single point (the
+        three multimask outputs, or output 0 for a single-mask model), all of them, since
+        automatic mode filters each on its own merits. The official decoder graph takes one
+        prompt per call (its batch axis is fixed at 1), so this is one call per point over
+        feeds built once, and a generator, so only one point's logits are in memory at a time.
+        """
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        if len(points) == 0:
+            return
+        feeds = self.decoder_feeds(embedding, points[:1], np.ones(1), None, None)
+        scaled = scale_coords(points, embedding.original_size, self.input_size)
+        for xy in scaled.astype(np.float32):
+            feeds["point_coords"][0, 0] = xy
+            masks, iou, _ = self.decoder.run(list(DECODER_OUTPUTS), feeds)
+            first = 1 if self.multimask and iou.shape[1] > 1 else 0
+            yield masks[0, first:], iou[0, first:]
 
     def decoder_feeds(
         self,

@@ -1,0 +1,422 @@
+"""SAM's automatic mode over a whole raster: every parcel once, no prompts given.
+
+SAM's ``SamAutomaticMaskGenerator`` prompts one image with a grid of points, keeps the masks
+whose predicted IoU and stability are high, and removes duplicates. A raster is many model
+inputs, so here that runs per window of a tiling, and duplicates are removed across windows
+as well. The steps, each a function below, so the CLI and the QGIS plugin share them:
+
+1. :func:`auto_tiling`: a regular tiling of the raster by overlapping windows of the model's
+   input size, all on **one pixel grid** at the model's ground resolution. Window origins are
+   whole grid pixels, so masks from different windows are compared by integer offsets, with
+   no resampling. Windows are laid out in blocks of whole grid pixels that are also whole
+   raster pixels (the grid's scale is rounded to make that so, by under 1%), so every window
+   is read at integer raster offsets, as :class:`~.windows.Window` requires.
+2. :func:`window_masks`: the point grid of one window through the decoder
+   (:meth:`~.model.SamModel.decode_points`), then :func:`mask_candidates` keeps a candidate if
+   its predicted IoU and stability pass, it is large enough, and it does not touch an inner
+   window edge: such a mask continues outside the window, and the overlap guarantees that a
+   parcel smaller than the overlap lies whole in some other window. Edges on the raster's
+   border are not inner: nothing beyond them is missing.
+3. :class:`MaskMerger`: masks are kept as boxes on the grid with boolean crops (a parcel's
+   worth of memory each, never a window's or the raster's), and :func:`suppress` removes
+   duplicates within and across windows in one greedy pass, best predicted IoU first: two
+   masks are the same parcel when their IoU is high or one lies almost entirely inside the
+   other (a part and its whole are one parcel). Box arithmetic rules out most pairs first;
+   pixel overlaps are counted only for the pairs whose boxes could be duplicates.
+   Windows arrive in raster order, and a mask is handed out as final as soon as no window
+   still to come reaches its box, so memory holds about one row of windows' masks.
+
+numpy and onnxruntime only, imported relatively: this folder is copied into the QGIS plugin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import GeosamError
+from .windows import GeoTransform, Window, pixel_to_map, sam_coords
+
+if TYPE_CHECKING:  # onnxruntime stays unimported until a model is loaded (the CLI's --help)
+    from .model import Embedding, SamModel
+
+# (x0, y0, x1, y1): whole pixels of the tiling grid, end-exclusive.
+GridBox = tuple[int, int, int, int]
+# Windows per side are laid out in blocks of input_size / BLOCKS_PER_WINDOW grid pixels.
+BLOCKS_PER_WINDOW = 16
+# Parcels smaller than this are fragments (slivers at window edges, corners of fields); the
+# callers convert it to grid pixels for AutoParams.min_area_px.
+DEFAULT_MIN_AREA_M2 = 100.0
+
+
+@dataclass(frozen=True)
+class AutoParams:
+    """Automatic mode's settings; the defaults are SAM's own where SAM has one.
+
+    ``points_per_side``: the n x n point grid per window. SAM uses 32 on photos; parcels are
+    large objects, and on a CPU each point costs one decoder call (ViT-B: 16 x 16 points take
+    about as long as the window's encoder pass), so 16. ``pred_iou_thresh`` and
+    ``stability_thresh`` (with ``stability_offset``, in logits) are SAM's filters.
+    ``overlap`` is the fraction of the window side shared by neighbours: any parcel smaller
+    than the overlap is seen whole by some window. ``edge_margin`` (fraction of the window
+    side) is how close to an inner window edge a mask may come before it counts as cut by
+    it. ``nms_iou`` and ``containment`` decide duplicates (:func:`suppress`);
+    ``min_area_px`` drops smaller masks, in grid pixels.
+    """
+
+    points_per_side: int = 16
+    pred_iou_thresh: float = 0.88
+    stability_thresh: float = 0.95
+    stability_offset: float = 1.0
+    overlap: float = 0.25
+    edge_margin: float = 0.01
+    nms_iou: float = 0.7
+    containment: float = 0.9
+    min_area_px: float = 0.0
+
+    def __post_init__(self) -> None:
+        fractions = {
+            "pred-iou-thresh": (self.pred_iou_thresh, 0.0, 1.0),
+            "stability-thresh": (self.stability_thresh, 0.0, 1.0),
+            "overlap": (self.overlap, 0.0, 0.5),
+            "edge-margin": (self.edge_margin, 0.0, 0.1),
+            "nms-iou": (self.nms_iou, 0.0, 1.0),
+            "containment": (self.containment, 0.0, 1.0),
+        }
+        for name, (value, low, high) in fractions.items():
+            if not low <= value <= high:
+                raise GeosamError(f"--{name} must be between {low:g} and {high:g}, got {value:g}")
+        if self.points_per_side < 1:
+            raise GeosamError(f"--points-per-side must be 1 or more, got {self.points_per_side}")
+        if self.min_area_px < 0:
+            raise GeosamError(f"--min-area must be 0 or more, got {self.min_area_px:g} px")
+        if self.stability_offset <= 0:
+            raise GeosamError(
+                f"the stability offset must be positive, got {self.stability_offset:g}"
+            )
+
+
+@dataclass(frozen=True)
+class TileWindow:
+    """One window of a :class:`Tiling`: where to read it (``window``, raster pixels, and its
+    output size), where its output pixel (0, 0) lies on the tiling grid (``origin``, x/y),
+    and which of its edges (left, top, right, bottom) are inside the raster."""
+
+    row: int
+    col: int
+    window: Window
+    origin: tuple[int, int]
+    inner: tuple[bool, bool, bool, bool]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the window's image and masks."""
+        return self.window.out_height, self.window.out_width
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Overlapping windows of ``size`` grid pixels at offsets ``xs`` x ``ys`` (grid pixels),
+    on a grid of ``block`` grid pixels per ``block_px`` (x, y) raster pixels."""
+
+    raster_size: tuple[int, int]
+    size: int
+    block: int
+    block_px: tuple[int, int]
+    xs: tuple[int, ...]
+    ys: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.xs) * len(self.ys)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Raster pixels per grid pixel, (x, y); above 1 is downsampling."""
+        return self.block_px[0] / self.block, self.block_px[1] / self.block
+
+    def windows(self) -> Iterator[TileWindow]:
+        """The windows in raster order: rows north to south, west to east in each."""
+        for row, y in enumerate(self.ys):
+            for col, x in enumerate(self.xs):
+                yield self._window(row, col, x, y)
+
+    def _window(self, row: int, col: int, x: int, y: int) -> TileWindow:
+        span = self.size // self.block
+        width, height = self.raster_size
+        col_off, row_off = x // self.block * self.block_px[0], y // self.block * self.block_px[1]
+        cols = min(span * self.block_px[0], width - col_off)
+        rows = min(span * self.block_px[1], height - row_off)
+        sx, sy = self.scale
+        out_w = min(self.size, max(1, round(cols / sx)))
+        out_h = min(self.size, max(1, round(rows / sy)))
+        inner = (col > 0, row > 0, col_off + cols < width, row_off + rows < height)
+        return TileWindow(
+            row, col, Window(col_off, row_off, cols, rows, out_h, out_w), (x, y), inner
+        )
+
+    def transform(self, raster_transform: GeoTransform, x: int, y: int) -> GeoTransform:
+        """The geotransform (GDAL order) of the grid with pixel (x, y) as its origin: what a
+        mask crop whose box starts there is polygonized with."""
+        sx, sy = self.scale
+        x0, y0 = pixel_to_map(raster_transform, (x * sx, y * sy))
+        gt = raster_transform
+        return (float(x0), gt[1] * sx, gt[2] * sy, float(y0), gt[4] * sx, gt[5] * sy)
+
+    def reaches_later(self, tile: TileWindow, box: GridBox) -> bool:
+        """Whether a window after ``tile`` in raster order may overlap ``box``: one to its
+        right in the same row, or any in a later row (rows span the whole width)."""
+        next_x = self.xs[tile.col + 1] if tile.col + 1 < len(self.xs) else math.inf
+        next_y = self.ys[tile.row + 1] if tile.row + 1 < len(self.ys) else math.inf
+        return box[2] > next_x or box[3] > next_y
+
+
+def auto_tiling(
+    raster_size: tuple[int, int],
+    pixel_size_m: tuple[float, float],
+    ground_resolution_m: float | None,
+    input_size: int,
+    overlap: float = AutoParams.overlap,
+    max_upsample: float = 2.0,
+) -> Tiling:
+    """The tiling of a ``raster_size`` (width, height) raster whose pixels measure
+    ``pixel_size_m`` (x, y) metres, for a model of ``input_size`` pixels tuned at
+    ``ground_resolution_m`` (None: keep the raster's resolution).
+
+    Resampling follows :func:`~.windows.prompt_window`: one grid pixel is about the model's
+    ground resolution per axis, upsampling at most ``max_upsample`` times. Along each axis
+    windows start every ``1 - overlap`` window sides, and the last one ends at the raster's
+    far edge (it may overlap its neighbour more); a raster smaller than a window is one window.
+    """
+    block = max(d for d in range(1, input_size // BLOCKS_PER_WINDOW + 1) if input_size % d == 0)
+    span = input_size // block
+    stride = max(1, span - round(overlap * span))
+    scale = [1.0, 1.0]
+    if ground_resolution_m is not None:
+        scale = [ground_resolution_m / size for size in pixel_size_m]
+    block_px = tuple(max(1, round(block * max(s, 1.0 / max_upsample))) for s in scale)
+
+    def offsets(extent: int, block_extent: int) -> tuple[int, ...]:
+        blocks = math.ceil(extent / block_extent)
+        if blocks <= span:
+            return (0,)
+        starts = [*range(0, blocks - span, stride), blocks - span]
+        return tuple(start * block for start in starts)
+
+    return Tiling(
+        tuple(raster_size),
+        input_size,
+        block,
+        block_px,
+        offsets(raster_size[0], block_px[0]),
+        offsets(raster_size[1], block_px[1]),
+    )
+
+
+@dataclass(frozen=True)
+class AutoMask:
+    """A kept mask: ``box`` on the tiling grid, ``mask`` the boolean crop of that box,
+    ``score`` the decoder's predicted IoU, ``stability`` SAM's stability score."""
+
+    box: GridBox
+    mask: np.ndarray
+    score: float
+    stability: float
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+
+def point_grid(points_per_side: int, shape: tuple[int, int]) -> np.ndarray:
+    """(n², 2) x/y point prompts in SAM's pixel convention: the centres of an n x n grid of
+    cells over an image of ``shape`` (height, width), as SAM's ``build_point_grid``."""
+    steps = (np.arange(points_per_side) + 0.5) / points_per_side
+    xs, ys = np.meshgrid(steps * shape[1], steps * shape[0])
+    return sam_coords(np.stack([xs.ravel(), ys.ravel()], axis=1))
+
+
+def stability_score(logits: np.ndarray, threshold: float, offset: float) -> np.ndarray:
+    """SAM's stability score per mask of (K, H, W) logits: the IoU of the masks thresholded
+    at ``threshold + offset`` and ``threshold - offset`` (the first lies inside the second).
+    A mask whose edge sits where logits are near the threshold is unstable, one with sharp
+    edges is not. An empty mask scores 0."""
+    inner = (logits > threshold + offset).sum(axis=(-2, -1))
+    outer = (logits > threshold - offset).sum(axis=(-2, -1))
+    return np.divide(inner, outer, out=np.zeros(len(logits)), where=outer > 0)
+
+
+def mask_candidates(
+    logits: np.ndarray,
+    scores: np.ndarray,
+    tile: TileWindow,
+    params: AutoParams,
+    threshold: float = 0.0,
+    valid: np.ndarray | None = None,
+    dropped: Counter[str] | None = None,
+) -> list[AutoMask]:
+    """The candidates of one point prompt (logits (K, H, W), predicted IoUs (K,)) that pass
+    automatic mode's filters, as :class:`AutoMask` on the tiling grid. ``valid`` (H, W)
+    clears nodata pixels first; ``dropped`` counts the rest by reason."""
+    dropped = Counter() if dropped is None else dropped
+    stability = stability_score(logits, threshold, params.stability_offset)
+    margin = max(1, round(params.edge_margin * max(tile.shape)))
+    kept = []
+    for logit, score, stable in zip(logits, scores, stability, strict=True):
+        if score < params.pred_iou_thresh:
+            dropped["predicted IoU"] += 1
+            continue
+        if stable < params.stability_thresh:
+            dropped["stability"] += 1
+            continue
+        mask = logit > threshold
+        if valid is not None:
+            mask &= valid
+        area = int(mask.sum())
+        if area == 0 or area < params.min_area_px:
+            dropped["area"] += 1
+            continue
+        box = mask_box(mask)
+        if touches_inner_edge(box, tile, margin):
+            dropped["window edge"] += 1
+            continue
+        x0, y0, x1, y1 = box
+        ox, oy = tile.origin
+        kept.append(
+            AutoMask(
+                (x0 + ox, y0 + oy, x1 + ox, y1 + oy),
+                mask[y0:y1, x0:x1].copy(),
+                float(score),
+                float(stable),
+            )
+        )
+    return kept
+
+
+def mask_box(mask: np.ndarray) -> GridBox:
+    """The end-exclusive (x0, y0, x1, y1) box of a non-empty boolean mask."""
+    cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def touches_inner_edge(box: GridBox, tile: TileWindow, margin: int) -> bool:
+    """Whether ``box`` (window pixels) comes within ``margin`` pixels of an edge of ``tile``
+    that lies inside the raster, i.e. whether the mask may continue in the next window."""
+    height, width = tile.shape
+    left, top, right, bottom = tile.inner
+    return (
+        (left and box[0] < margin)
+        or (top and box[1] < margin)
+        or (right and box[2] > width - margin)
+        or (bottom and box[3] > height - margin)
+    )
+
+
+def window_masks(
+    model: SamModel,
+    embedding: Embedding,
+    tile: TileWindow,
+    params: AutoParams,
+    valid: np.ndarray | None = None,
+    dropped: Counter[str] | None = None,
+) -> list[AutoMask]:
+    """Automatic mode on one encoded window: every candidate of its point grid that passes
+    :func:`mask_candidates` (duplicates are :class:`MaskMerger`'s to remove)."""
+    points = point_grid(params.points_per_side, tile.shape)
+    masks = []
+    for logits, scores in model.decode_points(embedding, points):
+        masks += mask_candidates(logits, scores, tile, params, model.threshold, valid, dropped)
+    return masks
+
+
+def suppress(
+    masks: Sequence[AutoMask], params: AutoParams, new: Sequence[bool] | None = None
+) -> list[bool]:
+    """Which of ``masks`` to keep: greedy non-maximum suppression by predicted IoU (then
+    stability), where two masks are duplicates when their IoU exceeds ``params.nms_iou`` or
+    their overlap covers more than ``params.containment`` of the smaller one.
+
+    Pairs of masks that are both not ``new`` are known not to be duplicates (they survived
+    an earlier call) and are not compared again. Boxes first: a pair whose boxes cannot hold
+    enough overlap for either criterion is never looked at pixel by pixel.
+    """
+    count = len(masks)
+    if count == 0:
+        return []
+    new_mask = np.ones(count, bool) if new is None else np.asarray(new, bool)
+    boxes = np.array([m.box for m in masks], dtype=np.int64)
+    areas = np.array([m.area for m in masks], dtype=np.float64)
+    width = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(
+        boxes[:, None, 0], boxes[None, :, 0]
+    )
+    height = np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(
+        boxes[:, None, 1], boxes[None, :, 1]
+    )
+    # The most the masks of a pair can share: their boxes' intersection, and the smaller mask.
+    most = np.minimum(np.clip(width, 0, None) * np.clip(height, 0, None), areas[:, None])
+    most = np.minimum(most, areas[None, :])
+    smaller = np.minimum(areas[:, None], areas[None, :])
+    possible = (most / (areas[:, None] + areas[None, :] - most) > params.nms_iou) | (
+        most / smaller > params.containment
+    )
+    possible &= new_mask[:, None] | new_mask[None, :]
+    np.fill_diagonal(possible, False)
+    order = sorted(range(count), key=lambda i: (-masks[i].score, -masks[i].stability))
+    keep = np.zeros(count, bool)
+    for i in order:
+        rivals = np.flatnonzero(possible[i] & keep)
+        keep[i] = not any(duplicates(masks[i], masks[j], params) for j in rivals)
+    return keep.tolist()
+
+
+def duplicates(a: AutoMask, b: AutoMask, params: AutoParams) -> bool:
+    """Whether ``a`` and ``b`` are one parcel: mask IoU above ``params.nms_iou``, or their
+    shared pixels more than ``params.containment`` of the smaller mask."""
+    x0, y0 = max(a.box[0], b.box[0]), max(a.box[1], b.box[1])
+    x1, y1 = min(a.box[2], b.box[2]), min(a.box[3], b.box[3])
+    if x1 <= x0 or y1 <= y0:
+        return False
+    shared = np.count_nonzero(
+        a.mask[y0 - a.box[1] : y1 - a.box[1], x0 - a.box[0] : x1 - a.box[0]]
+        & b.mask[y0 - b.box[1] : y1 - b.box[1], x0 - b.box[0] : x1 - b.box[0]]
+    )
+    area_a, area_b = a.area, b.area
+    return (
+        shared / (area_a + area_b - shared) > params.nms_iou
+        or shared / min(area_a, area_b) > params.containment
+    )
+
+
+class MaskMerger:
+    """Duplicates removed across windows visited in raster order, in bounded memory.
+
+    :meth:`add` takes one window's masks and returns those that are now final: no window
+    still to come reaches their box, so nothing can replace them any more. Until then a mask
+    waits in :attr:`pending`, where a better-scored duplicate from a later window can still
+    remove it. :meth:`flush` returns what is left after the last window.
+    """
+
+    def __init__(self, tiling: Tiling, params: AutoParams) -> None:
+        self.tiling = tiling
+        self.params = params
+        self.pending: list[AutoMask] = []
+        self.duplicates = 0
+
+    def add(self, tile: TileWindow, masks: Sequence[AutoMask]) -> list[AutoMask]:
+        """Merge ``tile``'s masks with the pending ones; return the masks now final."""
+        candidates = [*self.pending, *masks]
+        new = [False] * len(self.pending) + [True] * len(masks)
+        keep = suppress(candidates, self.params, new)
+        kept = [mask for mask, k in zip(candidates, keep, strict=True) if k]
+        self.duplicates += len(candidates) - len(kept)
+        self.pending = [m for m in kept if self.tiling.reaches_later(tile, m.box)]
+        return [m for m in kept if not self.tiling.reaches_later(tile, m.box)]
+
+    def flush(self) -> list[AutoMask]:
+        """The masks still pending (all final once every window has been added)."""
+        final, self.pending = self.pending, []
+        return final
