@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from geosam import __version__
+from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams
 from geosam.utils.errors import GeosamError
 
 if TYPE_CHECKING:
@@ -45,6 +46,19 @@ def _int_list(
         raise click.BadParameter(
             f"{value!r} is not a comma-separated list of band numbers"
         ) from None
+
+
+def _auto_options(*options: tuple[str, float, str]) -> Callable[[Callable], Callable]:
+    """The ``segment --auto`` settings: (name, default, help) each, shown with the default."""
+
+    def decorate(command: Callable) -> Callable:
+        for name, default, text in reversed(options):
+            command = click.option(
+                name, default=default, show_default=True, help=f"--auto: {text}"
+            )(command)
+        return command
+
+    return decorate
 
 
 def _model_source_options(verb: str) -> Callable[[Callable], Callable]:
@@ -380,9 +394,14 @@ def export_onnx(
 )
 @click.option(
     "--prompts",
-    required=True,
     type=click.Path(path_type=Path),
     help="Points (point prompts) and/or polygons (box prompts), any CRS and vector format.",
+)
+@click.option(
+    "--auto",
+    is_flag=True,
+    help="No prompts: SAM's automatic mode (a point grid per window) over the whole raster, "
+    "one polygon per parcel found. Exactly one of --prompts and --auto.",
 )
 @click.option(
     "-o",
@@ -415,11 +434,36 @@ def export_onnx(
     help="Drop polygons whose predicted IoU is below this (default: keep all).",
 )
 @click.option("--crs", help="CRS of the output, e.g. EPSG:4326 (default: the raster's).")
+@_auto_options(
+    (
+        "--points-per-side",
+        AutoParams.points_per_side,
+        "an N x N point grid per window; each point is one decoder call.",
+    ),
+    (
+        "--pred-iou-thresh",
+        AutoParams.pred_iou_thresh,
+        "keep masks whose predicted IoU is at least this (0-1; SAM's default).",
+    ),
+    (
+        "--stability-thresh",
+        AutoParams.stability_thresh,
+        "keep masks whose stability score is at least this (0-1; SAM's default).",
+    ),
+    ("--min-area", DEFAULT_MIN_AREA_M2, "drop masks smaller than this many m²."),
+    (
+        "--overlap",
+        AutoParams.overlap,
+        "fraction of a window shared with its neighbours "
+        "(0-0.5); parcels smaller than the overlap are always seen whole.",
+    ),
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(
     raster: Path,
     model_dir: Path,
-    prompts: Path,
+    prompts: Path | None,
+    auto: bool,
     output: Path,
     layer: str | None,
     label_field: str | None,
@@ -427,13 +471,24 @@ def segment(
     simplify: float,
     min_score: float | None,
     crs: str | None,
+    points_per_side: int,
+    pred_iou_thresh: float,
+    stability_thresh: float,
+    min_area: float,
+    overlap: float,
     quiet: bool,
 ) -> None:
     """Segment the parcel under each prompt on RASTER and write one polygon per prompt, with
-    the prompt's attributes, score (predicted IoU) and area_m2."""
-    from geosam.segment import SegmentParams
+    the prompt's attributes, score (predicted IoU) and area_m2; or, with --auto, every parcel
+    found on RASTER, with score, stability and area_m2."""
+    from geosam.segment import SegmentParams, segment_auto
     from geosam.segment import segment as run_segment
+    from geosam.segment.pipeline import describe_counts
 
+    if (prompts is None) == (not auto):
+        raise GeosamError("give exactly one of --prompts VECTOR and --auto")
+    if auto and (layer or label_field):
+        raise GeosamError("--layer and --label-field select prompts: use them with --prompts")
     params = SegmentParams(
         layer=layer,
         label_field=label_field,
@@ -442,13 +497,29 @@ def segment(
         min_score=min_score,
         crs=crs,
     )
-    result = run_segment(raster, model_dir, prompts, output, params, progress=not quiet)
-    skipped = ", ".join(f"{n} {reason}" for reason, n in result.skipped.items())
-    click.echo(
-        f"{output}: {result.polygons} polygons from {result.prompts} prompts"
-        + (f" (skipped: {skipped})" if skipped else "")
-        + f"; {result.encoded} windows encoded, {result.cache_hits} reused"
-    )
+    if auto:
+        settings = AutoParams(
+            points_per_side=points_per_side,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_thresh=stability_thresh,
+            overlap=overlap,
+        )
+        result = segment_auto(
+            raster, model_dir, output, params, settings, min_area, progress=not quiet
+        )
+        click.echo(
+            f"{output}: {result.polygons} polygons from {result.encoded} windows, "
+            f"{result.prompts} point prompts (masks dropped: "
+            f"{describe_counts(result.skipped) or 'none'})"
+        )
+    else:
+        result = run_segment(raster, model_dir, prompts, output, params, progress=not quiet)
+        skipped = describe_counts(result.skipped)
+        click.echo(
+            f"{output}: {result.polygons} polygons from {result.prompts} prompts"
+            + (f" (skipped: {skipped})" if skipped else "")
+            + f"; {result.encoded} windows encoded, {result.cache_hits} reused"
+        )
     if result.renamed:
         renamed = ", ".join(f"{old} -> {new}" for old, new in result.renamed.items())
         click.echo(f"Shapefile fields renamed: {renamed}")

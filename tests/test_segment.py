@@ -35,11 +35,15 @@ RASTER_CRS = "EPSG:32633"
 NINE = [row * 7 + col for row in range(3) for col in range(3)]
 
 
+def export_tiny(folder: Path) -> Path:
+    """The untuned tiny model exported to ``folder``/model (what segment tests run)."""
+    export_onnx(load_config(CONFIG, []), folder / "model")
+    return folder / "model"
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("segment") / "model"
-    export_onnx(load_config(CONFIG, []), out)
-    return out
+    return export_tiny(tmp_path_factory.mktemp("segment"))
 
 
 @pytest.fixture
@@ -211,6 +215,24 @@ def test_prompts_outside_are_skipped(
     with pytest.raises(GeosamError, match="outside raster"):
         run(scene[0], model_dir, only_far, tmp_path / "none.gpkg")
     assert not (tmp_path / "none.gpkg").exists()
+
+
+def test_prompt_too_large_is_skipped(
+    model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A box larger than the model sees even at its coarsest (4x its resolution) is reported,
+    counted and skipped; the other prompts are still segmented."""
+    raster = write_raster(tmp_path / "large.tif", textured(900, 900))
+    x0, y0 = 500_000.0, 5_000_000.0
+    huge = shapely.box(x0 + 50, y0 - 850, x0 + 850, y0 - 50)  # 800 px: 1232 px with margins
+    small = shapely.Point(x0 + 100, y0 - 100)
+    prompts = gpd.GeoDataFrame({"name": ["huge", "small"]}, geometry=[huge, small], crs=RASTER_CRS)
+    out = tmp_path / "o.gpkg"
+    result = run(raster, model_dir, save(prompts, tmp_path / "p.gpkg"), out)
+    assert result.prompts == 2 and result.polygons == 1
+    assert result.skipped == {"too large for the model": 1}
+    assert list(gpd.read_file(out).name) == ["small"]
+    assert "1 prompts skipped: too large for the model" in caplog.text
 
 
 def test_shapefile_names() -> None:

@@ -118,9 +118,7 @@ def segment(
     """Segment the parcel under each prompt of ``prompts_path`` on ``raster`` with the model
     in ``model_dir`` and write the polygons to ``output``, with the prompts' attributes and
     ``score`` (the decoder's IoU estimate) and ``area_m2``."""
-    driver = output_format(output, params.driver)
-    check_writable(output)
-    out_crs = None if params.crs is None else parse_crs(params.crs)
+    driver, out_crs = prepare_output(output, params)
     model = SamModel.load(model_dir, threads=params.threads)
     with WindowReader(raster, model.manifest) as reader:
         frame, prompts, negatives = read_prompts(prompts_path, params, reader)
@@ -136,7 +134,7 @@ def segment(
         records = run_prompts(model, reader, inside, negatives, params, result, progress)
     if not records:
         raise GeosamError(
-            f"no prompt gave a polygon ({_describe(result.skipped)}): lower --min-score or "
+            f"no prompt gave a polygon ({describe_counts(result.skipped)}): lower --min-score or "
             "check the prompts"
         )
     rows = [row for row, _, _ in records]
@@ -146,14 +144,33 @@ def segment(
         crs=reader.source.crs,
     )
     polygons["score"] = [score for _, _, score in records]
-    polygons["area_m2"] = geodesic_area(polygons.geometry.to_numpy(), reader.source.crs)
+    write_polygons(polygons, output, driver, out_crs, result)
+    for reason, count in result.skipped.items():
+        logger.warning("%d prompts skipped: %s", count, reason)
+    return result
+
+
+def prepare_output(output: Path, params: SegmentParams) -> tuple[str, CRS | None]:
+    """The output's driver and CRS, checked before any work (a typo costs no model run)."""
+    driver = output_format(output, params.driver)
+    check_writable(output)
+    return driver, None if params.crs is None else parse_crs(params.crs)
+
+
+def write_polygons(
+    polygons: gpd.GeoDataFrame,
+    output: Path,
+    driver: str,
+    out_crs: CRS | None,
+    result: SegmentResult,
+) -> None:
+    """Add ``area_m2`` (geodesic, in the raster's CRS), reproject to ``out_crs`` and write
+    ``polygons`` atomically, recording what was written in ``result``."""
+    polygons["area_m2"] = geodesic_area(polygons.geometry.to_numpy(), polygons.crs)
     if out_crs is not None:
         polygons = polygons.to_crs(out_crs)
     result.renamed = write_features(polygons, output, driver)
     result.polygons = len(polygons)
-    for reason, count in result.skipped.items():
-        logger.warning("%d prompts skipped: %s", count, reason)
-    return result
 
 
 def run_prompts(
@@ -362,5 +379,6 @@ def _encoder(
     return encode
 
 
-def _describe(skipped: Counter[str]) -> str:
-    return ", ".join(f"{count} {reason}" for reason, count in skipped.items())
+def describe_counts(counts: Counter[str]) -> str:
+    """``"3 below --min-score, 1 empty mask"``: what was skipped, for messages."""
+    return ", ".join(f"{count} {reason}" for reason, count in counts.items() if count)

@@ -1,0 +1,405 @@
+"""geosam segment --auto: tiling, filters, duplicate removal, and the command end to end.
+
+The algorithm is tested without a model on parcels drawn into a label image: a "perfect
+decoder" answers a point with the logits of the parcel under it, clipped to the window, so
+each step (edge filter, duplicates across windows, bounded memory) has an exact expected
+result. The end-to-end run uses the untuned tiny model, whose masks are noise: on a raster
+that is nodata except for square islands, every mask is confined to an island, so what can be
+checked is placement, validity, attributes, counts and that no two polygons overlap more
+than the duplicate criteria allow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from click.testing import CliRunner
+from conftest import textured, write_raster
+from test_segment import export_tiny
+
+from geosam.cli import cli
+from geosam.runtime.auto import (
+    AutoMask,
+    AutoParams,
+    MaskMerger,
+    TileWindow,
+    Tiling,
+    auto_tiling,
+    mask_candidates,
+    point_grid,
+    stability_score,
+    suppress,
+)
+from geosam.segment import SegmentParams, segment_auto
+from geosam.utils.errors import GeosamError
+
+RASTER_CRS = "EPSG:32633"
+ORIGIN = (500_000.0, 5_000_000.0)
+SIZE = 256  # the tiny model's input size
+
+
+# -- tiling ---------------------------------------------------------------------------------
+
+
+def test_tiling_covers_the_raster_on_one_grid() -> None:
+    tiling = auto_tiling((600, 600), (1.0, 1.0), None, SIZE, overlap=0.25)
+    assert (tiling.block, tiling.block_px, tiling.scale) == (16, (16, 16), (1.0, 1.0))
+    assert tiling.xs == tiling.ys == (0, 192, 352) and len(tiling) == 9
+    tiles = list(tiling.windows())
+    assert [(t.row, t.col) for t in tiles] == list(itertools.product(range(3), range(3)))
+    for tile in tiles:
+        w = tile.window
+        assert w.col_off >= 0 and w.col_off + w.width <= 600 and w.row_off + w.height <= 600
+        assert (w.col_off, w.row_off) == tile.origin  # scale 1: grid = raster pixels
+    last = tiles[-1]
+    assert last.window.col_off + last.window.width == 600 and last.shape == (248, 248)
+    assert last.inner == (True, True, False, False) and tiles[0].inner == (False, False, True, True)
+    # neighbours share at least the overlap, so a 60 px parcel is whole in some window
+    assert min(np.diff(tiling.xs)) <= SIZE - 0.25 * SIZE
+
+
+@pytest.mark.parametrize(
+    ("pixel_m", "resolution", "block_px", "out"),
+    [
+        ((0.5, 0.5), 1.0, (32, 32), (256, 256)),  # downsampled 2x
+        ((4.0, 4.0), 1.0, (8, 8), (256, 256)),  # upsampling capped at 2x
+        ((1.0, 1.0), 1.3, (21, 21), (256, 256)),  # scale rounded to whole pixels per block
+        ((1.0, 2.0), 2.0, (32, 16), (256, 256)),  # non-square pixels become square
+    ],
+)
+def test_tiling_resamples_to_the_model_resolution(pixel_m, resolution, block_px, out) -> None:
+    tiling = auto_tiling((3000, 3000), pixel_m, resolution, SIZE)
+    assert tiling.block_px == block_px
+    tile = next(tiling.windows())
+    assert tile.shape == out
+    assert (tile.window.width, tile.window.height) == (16 * block_px[0], 16 * block_px[1])
+    for tile in tiling.windows():
+        assert tile.window.col_off == tile.origin[0] * tiling.scale[0]
+        assert tile.window.row_off == tile.origin[1] * tiling.scale[1]
+
+
+def test_small_raster_is_one_window() -> None:
+    tiling = auto_tiling((100, 80), (1.0, 1.0), None, SIZE)
+    (tile,) = tiling.windows()
+    assert tile.shape == (80, 100) and tile.inner == (False, False, False, False)
+
+
+def test_grid_transform_matches_the_window() -> None:
+    gt = (ORIGIN[0], 0.5, 0.0, ORIGIN[1], 0.0, -0.5)
+    tiling = auto_tiling((3000, 3000), (0.5, 0.5), 1.0, SIZE)
+    for tile in tiling.windows():
+        if tile.shape == (SIZE, SIZE):
+            np.testing.assert_allclose(
+                tiling.transform(gt, *tile.origin), tile.window.transform(gt)
+            )
+
+
+# -- filters -----------------------------------------------------------------------------------
+
+
+def test_point_grid_centres_cells() -> None:
+    points = point_grid(2, (100, 200))
+    np.testing.assert_allclose(points, [[49.5, 24.5], [149.5, 24.5], [49.5, 74.5], [149.5, 74.5]])
+
+
+def test_stability_score() -> None:
+    sharp = np.where(np.arange(100) < 40, 10.0, -10.0)[None, None, :].repeat(5, axis=1)
+    ramp = np.linspace(2.0, -2.0, 100)[None, None, :].repeat(5, axis=1)
+    empty = np.full((1, 5, 100), -5.0)
+    scores = stability_score(np.concatenate([sharp, ramp, empty]), 0.0, 1.0)
+    np.testing.assert_allclose(scores, [1.0, 25 / 75, 0.0], atol=0.02)
+
+
+def window(shape: tuple[int, int], inner: tuple[bool, ...], origin=(0, 0)) -> TileWindow:
+    from geosam.runtime import Window
+
+    return TileWindow(0, 0, Window(0, 0, shape[1], shape[0], *shape), origin, inner)
+
+
+def box_logits(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    logits = np.full(shape, -10.0)
+    logits[box[1] : box[3], box[0] : box[2]] = 10.0
+    return logits
+
+
+def test_mask_candidates_filters() -> None:
+    tile = window((100, 100), (True, False, True, False), origin=(300, 200))
+    logits = np.stack(
+        [
+            box_logits((100, 100), (20, 20, 50, 60)),  # kept
+            box_logits((100, 100), (20, 20, 50, 60)),  # low predicted IoU
+            box_logits((100, 100), (0, 30, 40, 60)),  # on the inner left edge
+            box_logits((100, 100), (30, 0, 60, 30)),  # on the top edge: the raster's
+            box_logits((100, 100), (70, 70, 72, 72)),  # too small
+            np.linspace(1.5, -1.5, 100)[None, :].repeat(100, axis=0),  # unstable
+        ]
+    )
+    scores = np.array([0.95, 0.5, 0.95, 0.92, 0.95, 0.95])
+    dropped: Counter[str] = Counter()
+    params = AutoParams(min_area_px=10)
+    kept = mask_candidates(logits, scores, tile, params, dropped=dropped)
+    assert [m.box for m in kept] == [(320, 220, 350, 260), (330, 200, 360, 230)]
+    assert kept[0].mask.shape == (40, 30) and kept[0].mask.all() and kept[0].stability == 1.0
+    assert dropped == {"predicted IoU": 1, "window edge": 1, "area": 1, "stability": 1}
+    # nodata pixels are not parcel: the mask shrinks to the valid part
+    valid = np.ones((100, 100), bool)
+    valid[:, 40:] = False
+    clipped = mask_candidates(logits[:1], scores[:1], tile, params, valid=valid)
+    assert clipped[0].box == (320, 220, 340, 260)
+
+
+# -- duplicates --------------------------------------------------------------------------------
+
+
+def auto_mask(box: tuple[int, int, int, int], score: float, mask: np.ndarray | None = None):
+    shape = (box[3] - box[1], box[2] - box[0])
+    return AutoMask(box, np.ones(shape, bool) if mask is None else mask, score, 0.99)
+
+
+def test_suppress() -> None:
+    field = auto_mask((0, 0, 40, 40), 0.9)
+    shifted = auto_mask((1, 0, 41, 40), 0.95)  # IoU 0.95: the same parcel, better scored
+    part = auto_mask((0, 0, 40, 20), 0.97)  # half of it, inside: one parcel
+    neighbour = auto_mask((40, 0, 80, 40), 0.9)  # adjacent, no pixel shared
+    ring = np.ones((60, 60), bool)
+    ring[10:50, 10:50] = False  # a field around a farmstead: boxes overlap, masks do not
+    around = auto_mask((-10, -10, 50, 50), 0.9, ring)
+    assert suppress([field, shifted, neighbour, around], AutoParams()) == [
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert suppress([field, part], AutoParams()) == [False, True]
+    assert suppress([field, part], AutoParams(containment=1.0)) == [True, True]
+    # masks that both survived an earlier round are not compared again
+    assert suppress([field, field], AutoParams(), new=[False, False]) == [True, True]
+    assert suppress([], AutoParams()) == []
+
+
+def label_image(boxes: list[tuple[int, int, int, int]], shape: tuple[int, int]) -> np.ndarray:
+    labels = np.zeros(shape, np.int32)
+    for index, (x0, y0, x1, y1) in enumerate(boxes, start=1):
+        labels[y0:y1, x0:x1] = index
+    return labels
+
+
+def perfect_decoder(
+    labels: np.ndarray, tile: TileWindow, params: AutoParams, dropped: Counter[str]
+) -> list[AutoMask]:
+    """window_masks with a decoder that returns the parcel under each point, clipped to the
+    window, scored higher in windows further east (so the better duplicate is known)."""
+    height, width = tile.shape
+    x, y = tile.origin
+    view = labels[y : y + height, x : x + width]
+    points = np.round(point_grid(params.points_per_side, tile.shape)).astype(int)
+    masks = []
+    for label in set(view[points[:, 1], points[:, 0]].tolist()) - {0}:  # once per parcel
+        logits = np.where(view == label, 10.0, -10.0)[None]
+        score = np.array([0.9 + 0.01 * tile.col])
+        masks += mask_candidates(logits, score, tile, params, dropped=dropped)
+    return masks
+
+
+def run_merger(tiling: Tiling, labels: np.ndarray, params: AutoParams):
+    merger = MaskMerger(tiling, params)
+    final, dropped, peak = [], Counter(), 0
+    for tile in tiling.windows():
+        final += merger.add(tile, perfect_decoder(labels, tile, params, dropped))
+        peak = max(peak, len(merger.pending))
+    return final + merger.flush(), dropped, merger.duplicates, peak
+
+
+def test_one_mask_per_parcel_across_windows() -> None:
+    """Three windows per row (x 0, 192, 352): a parcel in the overlap of two is found by both
+    and kept once, from the better-scored window; a parcel across window 0's east edge
+    (x 256) is cut there, dropped, and taken whole from window 1."""
+    tiling = auto_tiling((600, 100), (1.0, 1.0), None, SIZE)
+    in_overlap = (200, 30, 240, 70)
+    across_edge = (245, 20, 285, 80)
+    inside_first = (40, 20, 100, 80)
+    boxes = [inside_first, in_overlap, across_edge]
+    params = AutoParams(points_per_side=32)
+    final, dropped, duplicates, _ = run_merger(tiling, label_image(boxes, (100, 600)), params)
+    assert sorted(m.box for m in final) == sorted(boxes)
+    assert all(m.mask.all() for m in final)
+    by_box = {m.box: m for m in final}
+    assert by_box[in_overlap].score == pytest.approx(0.91)  # window 1's, not window 0's
+    assert by_box[across_edge].score == pytest.approx(0.91)
+    assert dropped["window edge"] > 0 and duplicates > 0
+
+
+def test_merger_memory_is_bounded() -> None:
+    """On a 6 x 6 window raster of 36-55 px parcels (each whole in some window and hit by
+    its 32 px point grid), every parcel comes out exactly once, and at most about two rows
+    of windows' parcels wait in memory at any time."""
+    rng = np.random.default_rng(0)
+    boxes = []
+    for y0, x0 in itertools.product(range(0, 1140, 64), repeat=2):
+        w, h = rng.integers(36, 56, size=2)
+        boxes.append((x0 + 4, y0 + 4, x0 + 4 + w, y0 + 4 + h))
+    tiling = auto_tiling((1200, 1200), (1.0, 1.0), None, SIZE)
+    assert len(tiling) == 36
+    params = AutoParams(points_per_side=8)
+    final, _, _, peak = run_merger(tiling, label_image(boxes, (1200, 1200)), params)
+    assert sorted(m.box for m in final) == sorted(boxes)
+    assert peak < 0.3 * len(boxes)
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_tiny(tmp_path_factory.mktemp("auto"))
+
+
+@pytest.fixture(scope="module")
+def coarse_model_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model, said to be tuned at 2 m: windows cover 512 px of a 1 m raster."""
+    out = tmp_path_factory.mktemp("auto") / "model-2m"
+    shutil.copytree(model_dir, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["ground_resolution_m"] = 2.0
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+ISLAND = 40  # metres = pixels of the raster
+
+
+@pytest.fixture(scope="module")
+def islands(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[shapely.Polygon]]:
+    """A 400 x 400 px, 1 m raster that is nodata but for 40 m islands every 70 m, some of
+    them across window edges, and the islands as polygons."""
+    data = textured(400, 400, seed=4)
+    valid = np.zeros((400, 400), bool)
+    squares = []
+    for row, col in itertools.product(range(10, 400 - ISLAND, 70), repeat=2):
+        valid[row : row + ISLAND, col : col + ISLAND] = True
+        x, y = ORIGIN[0] + col, ORIGIN[1] - row
+        squares.append(shapely.box(x, y - ISLAND, x + ISLAND, y))
+    data[:, ~valid] = 0
+    path = tmp_path_factory.mktemp("auto") / "islands.tif"
+    return write_raster(path, data, crs=RASTER_CRS, origin=ORIGIN, nodata=0), squares
+
+
+NOISE = {"pred_iou_thresh": 0.0, "stability_thresh": 0.0}  # random weights score near 0
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_auto_end_to_end(
+    coarse: bool, model_dir: Path, coarse_model_dir: Path, islands, tmp_path: Path
+) -> None:
+    raster, squares = islands
+    model = coarse_model_dir if coarse else model_dir
+    out = tmp_path / "auto.gpkg"
+    params = AutoParams(points_per_side=4, **NOISE)
+    result = segment_auto(raster, model, out, SegmentParams(threads=1), params, 50.0, False)
+    polygons = gpd.read_file(out)
+    assert result.encoded == (1 if coarse else 4) and result.prompts == 16 * result.encoded
+    assert result.polygons == len(polygons) > 0
+    assert polygons.crs.equals(RASTER_CRS) and polygons.is_valid.all()
+    assert {"score", "stability", "area_m2"} <= set(polygons.columns)
+    assert (polygons.area_m2 >= 50.0).all()
+    # georeferencing: masks are confined to the valid islands, so polygons lie within them
+    # (a grid or transform off by a pixel would put some outside)
+    union = shapely.union_all(squares)
+    assert polygons.within(union.buffer(1e-6)).all()
+    # noise or not, no two polygons are the same parcel by the duplicate criteria
+    geometries = polygons.geometry.to_numpy()
+    for a, b in polygons.sindex.query(geometries, predicate="intersects").T:
+        if a >= b:
+            continue
+        shared = shapely.intersection(geometries[a], geometries[b]).area
+        smaller = min(geometries[a].area, geometries[b].area)
+        union_ab = geometries[a].area + geometries[b].area - shared
+        assert shared / union_ab <= 0.7 + 1e-6 and shared / smaller <= 0.9 + 1e-6
+
+
+def test_auto_min_score_and_output_crs(model_dir: Path, islands, tmp_path: Path) -> None:
+    raster = islands[0]
+    params = AutoParams(points_per_side=4, **NOISE)
+    everything = segment_auto(raster, model_dir, tmp_path / "a.gpkg", None, params, 0.0, False)
+    scores = gpd.read_file(tmp_path / "a.gpkg").score.to_numpy()
+    threshold = float(np.median(scores))
+    some = segment_auto(
+        raster,
+        model_dir,
+        tmp_path / "b.shp",
+        SegmentParams(min_score=threshold, crs="EPSG:4326", simplify=1.0),
+        params,
+        0.0,
+        False,
+    )
+    written = gpd.read_file(tmp_path / "b.shp")
+    assert some.polygons == len(written) < everything.polygons
+    assert (written.score >= threshold - 1e-9).all() and written.crs.equals("EPSG:4326")
+    assert some.skipped["below --min-score"] > 0
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, ["segment", "--quiet", *args])
+
+
+def test_cli_auto(model_dir: Path, islands, tmp_path: Path) -> None:
+    out = tmp_path / "parcels.shp"
+    result = invoke(
+        str(islands[0]),
+        "--model",
+        str(model_dir),
+        "--auto",
+        "-o",
+        str(out),
+        "--points-per-side",
+        "3",
+        "--pred-iou-thresh",
+        "0",
+        "--stability-thresh",
+        "0",
+        "--min-area",
+        "20",
+    )
+    assert result.exit_code == 0, result.output
+    assert "from 4 windows, 36 point prompts" in result.stdout
+    polygons = gpd.read_file(out)
+    assert len(polygons) > 0 and {"score", "stability", "area_m2"} <= set(polygons.columns)
+    assert out.with_suffix(".prj").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "exactly one of --prompts"),
+        (["--auto", "--prompts", "p.gpkg"], "exactly one of --prompts"),
+        (["--auto", "--label-field", "x"], "--label-field"),
+        (["--auto", "--pred-iou-thresh", "1.5"], "--pred-iou-thresh"),
+        (["--auto", "--stability-thresh", "-0.1"], "--stability-thresh"),
+        (["--auto", "--points-per-side", "0"], "--points-per-side"),
+        (["--auto", "--overlap", "0.8"], "--overlap"),
+        (["--auto", "--min-area", "-1"], "--min-area"),
+    ],
+)
+def test_cli_bad_auto_options(args: list[str], message: str, islands, tmp_path: Path) -> None:
+    out = tmp_path / "out.gpkg"
+    result = invoke(str(islands[0]), "--model", str(tmp_path / "model"), "-o", str(out), *args)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("geosam: error:")]
+    assert result.exit_code == 2, result.output
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert not out.exists()
+
+
+def test_nothing_found_is_an_error(model_dir: Path, islands, tmp_path: Path) -> None:
+    """Random weights never reach SAM's default thresholds: one line, no file."""
+    out = tmp_path / "none.gpkg"
+    with pytest.raises(GeosamError, match=r"no parcel found.*predicted IoU"):
+        segment_auto(islands[0], model_dir, out, None, AutoParams(points_per_side=2), 0, False)
+    assert not out.exists()
