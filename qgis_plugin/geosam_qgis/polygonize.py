@@ -47,11 +47,16 @@ def mask_to_geometry(
 
 
 def polygonal(geometry: QgsGeometry) -> QgsGeometry | None:
-    """The polygonal part of a geometry (what makeValid returns may hold lines), or None."""
+    """The polygonal part of a geometry (what makeValid returns may hold lines) as one
+    MultiPolygon, whatever its number of parts, so output layers get one geometry type."""
     if geometry.isNull() or geometry.isEmpty():
         return None
     parts = [QgsGeometry(part.clone()) for part in geometry.constParts()]
     parts = [
         part for part in parts if part.type() == QgsWkbTypes.PolygonGeometry and part.area() > 0
     ]
-    return QgsGeometry.unaryUnion(parts) if parts else None
+    if not parts:
+        return None
+    union = QgsGeometry.unaryUnion(parts)
+    union.convertToMultiType()
+    return union
