@@ -20,12 +20,15 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio.features
+import rasterio.transform
 import shapely
 from click.testing import CliRunner
-from conftest import textured, write_raster
+from conftest import grid_parcels, textured, write_raster
 from test_segment import export_tiny
 
 from geosam.cli import cli
+from geosam.runtime import Embedding, SamModel
 from geosam.runtime.auto import (
     AutoMask,
     AutoParams,
@@ -323,6 +326,72 @@ def test_auto_end_to_end(
         smaller = min(geometries[a].area, geometries[b].area)
         union_ab = geometries[a].area + geometries[b].area - shared
         assert shared / union_ab <= 0.7 + 1e-6 and shared / smaller <= 0.9 + 1e-6
+
+
+def colour_key(image: np.ndarray) -> np.ndarray:
+    return (
+        image[..., 0].astype(np.int64) << 16 | image[..., 1].astype(np.int64) << 8 | image[..., 2]
+    )
+
+
+@pytest.fixture
+def perfect_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SamModel with an "encoder" that keeps the image and a decoder that answers a point
+    with the region of the colour under it: on a raster of flat-coloured parcels, the
+    perfect model, which makes every parcel's expected polygon known."""
+
+    def encode(self: SamModel, image: np.ndarray) -> Embedding:
+        return Embedding(image[None], image.shape[:2], image.shape[:2])
+
+    def decode_points(self: SamModel, embedding: Embedding, points: np.ndarray):
+        keys = colour_key(embedding.array[0])
+        for x, y in np.round(points).astype(int):
+            yield np.where(keys == keys[y, x], 10.0, -10.0)[None], np.array([0.95])
+
+    monkeypatch.setattr(SamModel, "encode", encode)
+    monkeypatch.setattr(SamModel, "decode_points", decode_points)
+
+
+@pytest.mark.usefixtures("perfect_model")
+@pytest.mark.parametrize("coarse", [False, True])
+def test_auto_georeferencing_with_a_perfect_model(
+    coarse: bool, model_dir: Path, coarse_model_dir: Path, tmp_path: Path
+) -> None:
+    """48 m parcels on a 60 m grid of a 600 m raster: each parcel comes out once, exactly
+    where it is, whichever windows cut it (9 windows at 1 m). With the model at 2 m the grid
+    is resampled (4 windows), blending colours at parcel edges: a pixel thinner, same place."""
+    parcels = grid_parcels(ORIGIN, 600.0, 60.0, 12.0)
+    colours = np.array([(40 + i, 200 - i, 7 * i % 256) for i in range(1, len(parcels) + 1)])
+    transform = rasterio.transform.from_origin(*ORIGIN, 1.0, 1.0)
+    labels = rasterio.features.rasterize(
+        zip(parcels, range(1, len(parcels) + 1), strict=True), (600, 600), transform=transform
+    )
+    data = np.zeros((3, 600, 600), np.uint8)
+    data[:, labels > 0] = colours[labels[labels > 0] - 1].T
+    raster = write_raster(tmp_path / "flat.tif", data, origin=ORIGIN)
+    out = tmp_path / "parcels.gpkg"
+    model = coarse_model_dir if coarse else model_dir
+    result = segment_auto(raster, model, out, None, AutoParams(points_per_side=16), 100, False)
+    found = gpd.read_file(out)
+    assert result.encoded == (4 if coarse else 9) and result.skipped["window edge"] > 0
+    assert result.skipped["duplicate"] > 0 and result.polygons == len(found)
+    if coarse:  # the colour each parcel blends into the background with is a ring of its own
+        found = found[found.area > 1000.0].reset_index(drop=True)
+    assert len(found) == len(parcels)
+    truth = gpd.GeoSeries(parcels, crs=RASTER_CRS)
+    pairs = found.sindex.query(truth, predicate="intersects")
+    everyone = list(range(len(parcels)))
+    assert sorted(pairs[0]) == everyone and sorted(pairs[1]) == everyone  # one polygon each
+    shared = shapely.area(
+        shapely.intersection(truth.values[pairs[0]], found.geometry.values[pairs[1]])
+    )
+    found_area = found.area.values[pairs[1]]
+    if coarse:  # inside the parcel, less at most a 2 m grid pixel around it
+        assert (shared == found_area).all() and (shared >= 44.0**2).all()
+    else:
+        np.testing.assert_allclose(shared, truth.area.values[pairs[0]])
+        np.testing.assert_allclose(shared, found_area)
+        np.testing.assert_allclose(found.area_m2, found.area, rtol=1e-3)
 
 
 def test_auto_min_score_and_output_crs(model_dir: Path, islands, tmp_path: Path) -> None:
