@@ -120,6 +120,12 @@ class TileWindow:
         """(height, width) of the window's image and masks."""
         return self.window.out_height, self.window.out_width
 
+    def overlaps(self, box: GridBox) -> bool:
+        """Whether ``box`` (tiling grid) shares pixels with this window."""
+        x, y = self.origin
+        height, width = self.shape
+        return box[0] < x + width and box[2] > x and box[1] < y + height and box[3] > y
+
 
 @dataclass(frozen=True)
 class Tiling:
@@ -194,7 +200,8 @@ def auto_tiling(
     windows start every ``1 - overlap`` window sides, and the last one ends at the raster's
     far edge (it may overlap its neighbour more); a raster smaller than a window is one window.
     """
-    block = max(d for d in range(1, input_size // BLOCKS_PER_WINDOW + 1) if input_size % d == 0)
+    largest = max(1, input_size // BLOCKS_PER_WINDOW)
+    block = max(d for d in range(1, largest + 1) if input_size % d == 0)
     span = input_size // block
     stride = max(1, span - round(overlap * span))
     scale = [1.0, 1.0]
@@ -343,36 +350,43 @@ def suppress(
     their overlap covers more than ``params.containment`` of the smaller one.
 
     Pairs of masks that are both not ``new`` are known not to be duplicates (they survived
-    an earlier call) and are not compared again. Boxes first: a pair whose boxes cannot hold
-    enough overlap for either criterion is never looked at pixel by pixel.
+    an earlier call) and are not compared again, so the box test is a (new x all) matrix.
+    Boxes first: a pair whose boxes cannot hold enough overlap for either criterion is never
+    looked at pixel by pixel.
     """
     count = len(masks)
-    if count == 0:
-        return []
-    new_mask = np.ones(count, bool) if new is None else np.asarray(new, bool)
-    boxes = np.array([m.box for m in masks], dtype=np.int64)
+    rows = np.flatnonzero(np.ones(count, bool) if new is None else np.asarray(new, bool))
+    boxes = np.array([m.box for m in masks], dtype=np.int64).reshape(-1, 4)
     areas = np.array([m.area for m in masks], dtype=np.float64)
-    width = np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(
-        boxes[:, None, 0], boxes[None, :, 0]
-    )
-    height = np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(
-        boxes[:, None, 1], boxes[None, :, 1]
-    )
-    # The most the masks of a pair can share: their boxes' intersection, and the smaller mask.
-    most = np.minimum(np.clip(width, 0, None) * np.clip(height, 0, None), areas[:, None])
-    most = np.minimum(most, areas[None, :])
-    smaller = np.minimum(areas[:, None], areas[None, :])
-    possible = (most / (areas[:, None] + areas[None, :] - most) > params.nms_iou) | (
-        most / smaller > params.containment
-    )
-    possible &= new_mask[:, None] | new_mask[None, :]
-    np.fill_diagonal(possible, False)
+    possible = _may_duplicate(boxes[rows], areas[rows], boxes, areas, params)
+    possible[np.arange(len(rows)), rows] = False
+    rivals: list[set[int]] = [set() for _ in range(count)]
+    for a, b in zip(rows[np.nonzero(possible)[0]], np.nonzero(possible)[1], strict=True):
+        rivals[a].add(int(b))
+        rivals[b].add(int(a))
     order = sorted(range(count), key=lambda i: (-masks[i].score, -masks[i].stability))
     keep = np.zeros(count, bool)
     for i in order:
-        rivals = np.flatnonzero(possible[i] & keep)
-        keep[i] = not any(duplicates(masks[i], masks[j], params) for j in rivals)
+        keep[i] = not any(keep[j] and duplicates(masks[i], masks[j], params) for j in rivals[i])
     return keep.tolist()
+
+
+def _may_duplicate(
+    boxes_a: np.ndarray,
+    areas_a: np.ndarray,
+    boxes_b: np.ndarray,
+    areas_b: np.ndarray,
+    params: AutoParams,
+) -> np.ndarray:
+    """(A, B) whether mask pairs can be duplicates judging by boxes and areas alone: the
+    most two masks can share is their boxes' intersection, and the smaller mask."""
+    low = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
+    high = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
+    intersection = np.prod(np.clip(high - low, 0, None), axis=-1)
+    smaller = np.minimum(areas_a[:, None], areas_b[None, :])
+    most = np.minimum(intersection, smaller)
+    union = areas_a[:, None] + areas_b[None, :] - most
+    return (most > params.nms_iou * union) | (most > params.containment * smaller)
 
 
 def duplicates(a: AutoMask, b: AutoMask, params: AutoParams) -> bool:
@@ -410,11 +424,13 @@ class MaskMerger:
 
     def add(self, tile: TileWindow, masks: Sequence[AutoMask]) -> list[AutoMask]:
         """Merge ``tile``'s masks with the pending ones; return the masks now final."""
-        candidates = [*self.pending, *masks]
-        new = [False] * len(self.pending) + [True] * len(masks)
-        keep = suppress(candidates, self.params, new)
-        kept = [mask for mask, k in zip(candidates, keep, strict=True) if k]
-        self.duplicates += len(candidates) - len(kept)
+        # only pending masks that overlap this window can duplicate one of its masks
+        near = [m for m in self.pending if tile.overlaps(m.box)]
+        kept = [m for m in self.pending if not tile.overlaps(m.box)]
+        candidates = [*near, *masks]
+        keep = suppress(candidates, self.params, [False] * len(near) + [True] * len(masks))
+        kept += [mask for mask, k in zip(candidates, keep, strict=True) if k]
+        self.duplicates += len(keep) - sum(keep)
         self.pending = [m for m in kept if self.tiling.reaches_later(tile, m.box)]
         return [m for m in kept if not self.tiling.reaches_later(tile, m.box)]
 
