@@ -6,6 +6,8 @@
 2. Encoder latency both ways, and prompt → polygon latency with a cached embedding (decode +
    polygonize: what the QGIS plugin does per click near an earlier one).
 3. ``geosam segment`` throughput (parcels/s) on a synthetic scene with one box per parcel.
+4. ``segment --auto``'s cost per window beside the encoder's: one window's point grid
+   through the decoder and automatic mode's filters (``--auto-points`` per side).
 
 The ViT-B architecture is exported with random weights saved in the official checkpoint format
 (speed does not depend on the weights).
@@ -31,6 +33,7 @@ from geosam.data.synthetic import make_scene
 from geosam.export import export_onnx
 from geosam.modeling import build_sam
 from geosam.runtime import SamModel
+from geosam.runtime.auto import AutoParams, auto_tiling, window_masks
 from geosam.runtime.preprocess import preprocess_image, scale_coords
 from geosam.segment import SegmentParams, segment
 from geosam.segment.polygons import mask_to_polygon
@@ -75,6 +78,7 @@ def main() -> None:
     parser.add_argument("--model", default="vit_b", choices=["vit_b", "tiny"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/geosam-bench-runtime"))
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--auto-points", type=int, default=AutoParams.points_per_side)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     model_dir, sam = exported_model(args.work, args.model)
@@ -117,6 +121,8 @@ def main() -> None:
         return mask_to_polygon(parcel, (500000.0, 1.0, 0.0, 5e6, 0.0, -1.0), 1.0)
 
     slow = 2 if args.model != "tiny" else args.repeat
+    tile = next(auto_tiling((size, size), (1.0, 1.0), None, size).windows())
+    auto = AutoParams(points_per_side=args.auto_points)
     timings = {
         "decoder, PyTorch": median_seconds(torch_decode, args.repeat),
         "decoder, onnxruntime": median_seconds(ort_decode, args.repeat),
@@ -125,6 +131,9 @@ def main() -> None:
         "prompt → polygon (cached embedding)": median_seconds(click_to_polygon, args.repeat),
         "  of which polygonize": median_seconds(
             lambda: mask_to_polygon(parcel, (500000.0, 1.0, 0.0, 5e6, 0.0, -1.0), 1.0), args.repeat
+        ),
+        f"auto mode, {auto.points_per_side}² points, one window": median_seconds(
+            lambda: window_masks(runtime, embedding, tile, auto), 1
         ),
     }
 
@@ -156,6 +165,11 @@ def main() -> None:
     enc_ratio = timings["encoder, PyTorch"] / timings["encoder, onnxruntime"]
     print(f"decoder speed-up onnxruntime vs PyTorch: {ratio:.2f}x (goal >= 2x)")
     print(f"encoder speed-up onnxruntime vs PyTorch: {enc_ratio:.2f}x")
+    auto_window = timings[f"auto mode, {auto.points_per_side}² points, one window"]
+    print(
+        f"auto mode: {auto_window / auto.points_per_side**2:.3f} s per point; one window's "
+        f"points cost {auto_window / timings['encoder, onnxruntime']:.2f}x its encoder pass"
+    )
     print(
         f"segment (tiny, 2048 px scene): {result.polygons} parcels in {elapsed:.1f} s = "
         f"{result.polygons / elapsed:.1f} parcels/s; {result.encoded} windows encoded, "
