@@ -65,6 +65,8 @@ def segment_auto(
     model = SamModel.load(model_dir, threads=params.threads)
     result = SegmentResult(output, prompts=0, polygons=0)
     with WindowReader(raster, model.manifest) as reader:
+        # one grid for the whole raster, sized at its centre (in a geographic CRS pixels
+        # shrink towards the poles; areas written are geodesic all the same)
         width, height = reader.size
         pixel_m = reader.pixel_size_m(width / 2, height / 2)
         tiling = auto_tiling(
