@@ -140,6 +140,17 @@ def test_decode_points(model: SamModel, embedding: Embedding) -> None:
     assert list(model.decode_points(embedding, np.zeros((0, 2)))) == []
 
 
+def test_decode_points_single_mask(model_dir: Path, embedding: Embedding) -> None:
+    """A model tuned without MULTIMASK answers a single point with output 0 alone."""
+    single = SamModel.load(model_dir, threads=1)
+    single.multimask = False
+    ((logits, scores),) = single.decode_points(embedding, np.array([[110.0, 80.0]]))
+    expected = single.decode(embedding, points=np.array([[110.0, 80.0]]), labels=np.array([1]))
+    assert logits.shape == (1, *IMAGE_SHAPE) and expected.index == 0
+    assert scores[0] == pytest.approx(expected.score)
+    assert np.array_equal(logits[0] > single.threshold, expected.mask)
+
+
 def test_encoder_parity(embedding: Embedding, predictor: SamPredictor) -> None:
     expected = predictor.features.numpy()
     assert embedding.original_size == IMAGE_SHAPE

@@ -255,8 +255,8 @@ class SamModel:
         for xy in scaled.astype(np.float32):
             feeds["point_coords"][0, 0] = xy
             masks, iou, _ = self.decoder.run(list(DECODER_OUTPUTS), feeds)
-            first = 1 if self.multimask and iou.shape[1] > 1 else 0
-            yield masks[0, first:], iou[0, first:]
+            outputs = slice(1, None) if self.multimask and iou.shape[1] > 1 else slice(0, 1)
+            yield masks[0, outputs], iou[0, outputs]
 
     def decoder_feeds(
         self,
