@@ -9,8 +9,9 @@ as well. The steps, each a function below, so the CLI and the QGIS plugin share 
    input size, all on **one pixel grid** at the model's ground resolution. Window origins are
    whole grid pixels, so masks from different windows are compared by integer offsets, with
    no resampling. Windows are laid out in blocks of whole grid pixels that are also whole
-   raster pixels (the grid's scale is rounded to make that so, by under 1%), so every window
-   is read at integer raster offsets, as :class:`~.windows.Window` requires.
+   raster pixels (the grid's scale is rounded to make that so: by at most half a raster pixel
+   per 1/16 window), so every window is read at integer raster offsets, as
+   :class:`~.windows.Window` requires.
 2. :func:`window_masks`: the point grid of one window through the decoder
    (:meth:`~.model.SamModel.decode_points`), then :func:`mask_candidates` keeps a candidate if
    its predicted IoU and stability pass, it is large enough, and it does not touch an inner
