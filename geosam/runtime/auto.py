@@ -274,7 +274,8 @@ def mask_candidates(
     clears nodata pixels first; ``dropped`` counts the rest by reason."""
     dropped = Counter() if dropped is None else dropped
     confident = scores >= params.pred_iou_thresh  # first: the cheapest test, and the strictest
-    dropped["predicted IoU"] += int((~confident).sum())
+    if not confident.all():
+        dropped["predicted IoU"] += int((~confident).sum())
     logits, scores = logits[confident], scores[confident]
     stability = stability_score(logits, threshold, params.stability_offset)
     margin = max(1, round(params.edge_margin * max(tile.shape)))
