@@ -112,8 +112,7 @@ print(sorted(n for n in ("torch", "rasterio", "shapely", "onnx", "geosam.export"
 def test_runtime_imports_are_relative() -> None:
     """The plugin vendors the folder under another package name: an absolute ``geosam``
     import would break there, and a third-party one would be missing from QGIS."""
-    allowed = {"__future__", "collections", "dataclasses", "hashlib", "importlib", "json"}
-    allowed |= {"math", "pathlib", "typing", "numpy", "onnxruntime", "PIL"}
+    allowed = {*sys.stdlib_module_names, "numpy", "onnxruntime", "PIL"}
     for path in Path(geosam.runtime.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level == 0:
