@@ -84,11 +84,25 @@ def test_score_masks_scores_each_mask():
     pred = torch.stack([square(2, 2, 4), square(0, 0, 10)])
     target = torch.stack([square(2, 3, 4), square(0, 0, 10)])
     scores = score_masks(pred, target)
-    assert set(scores) == {"iou", "dice", "boundary_iou"}
+    assert set(scores) == {"iou", "dice", "boundary_iou", "matched", "predicted"}
     assert scores["iou"].tolist() == pytest.approx([0.6, 1.0])
     assert scores["dice"].tolist() == pytest.approx([0.75, 1.0])
+    assert scores["matched"].tolist() == [1.0, 1.0]
     with pytest.raises(ValueError, match="expected two"):
         score_masks(pred, target[:, :5])
+
+
+def test_object_f1_counts_parcels_found_missed_and_wrong():
+    # Found (IoU 0.6), wrong (IoU 0.2: a false positive and a miss), empty (a miss only).
+    target = torch.stack([square(2, 3, 4), square(0, 0, 5), square(5, 5, 4)])
+    pred = torch.stack([square(2, 2, 4), square(4, 4, 5), torch.zeros(10, 10, dtype=torch.bool)])
+    scores = score_masks(pred, target)
+    assert scores["matched"].tolist() == [1.0, 0.0, 0.0]
+    assert scores["predicted"].tolist() == [1.0, 1.0, 0.0]
+    metric = PromptMetrics()
+    metric.update([("box", scores)])
+    # TP 1, FP 1, FN 2: 2·1 / (2·1 + 1 + 2).
+    assert metric.compute()["f1_50"] == pytest.approx(2 / 5)
 
 
 def test_prompt_metrics_average_over_prompts_overall_and_per_kind():
@@ -96,7 +110,14 @@ def test_prompt_metrics_average_over_prompts_overall_and_per_kind():
 
     def scores(*iou: float) -> dict[str, torch.Tensor]:
         values = torch.tensor(iou, dtype=torch.float64)
-        return {"iou": values, "dice": values / 2, "boundary_iou": values / 4}
+        found = (values >= 0.5).double()
+        return {
+            "iou": values,
+            "dice": values / 2,
+            "boundary_iou": values / 4,
+            "matched": found,
+            "predicted": torch.ones_like(values),
+        }
 
     metric.update([("box", scores(1.0, 0.5)), ("point", scores(0.0))])
     metric.update([("box", scores(0.75))])
@@ -105,7 +126,7 @@ def test_prompt_metrics_average_over_prompts_overall_and_per_kind():
     assert result["mIoU"] == pytest.approx((1.0 + 0.5 + 0.75 + 0.0) / 4)
     assert result["dice"] == pytest.approx(result["mIoU"] / 2)
     assert result["per_kind"]["box"] == pytest.approx(
-        {"mIoU": 0.75, "dice": 0.375, "boundary_iou": 0.1875, "count": 3}
+        {"mIoU": 0.75, "dice": 0.375, "boundary_iou": 0.1875, "f1_50": 1.0, "count": 3}
     )
     assert result["per_kind"]["point"]["count"] == 1
     assert "points" not in result["per_kind"]  # no prompts of that kind

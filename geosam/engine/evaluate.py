@@ -56,7 +56,7 @@ from geosam.data.collate_batch import BatchCollator
 from geosam.data.datasets.tile_dataset import TileDataset
 from geosam.engine.inference import inference, predict_batch, resolve_device
 from geosam.engine.launch import CONFIG_FILE
-from geosam.engine.metrics import SUMMARY_NAMES, PromptMetrics, score_masks
+from geosam.engine.metrics import METRIC_NAMES, PromptMetrics, score_masks
 from geosam.engine.trainer import BEST_WEIGHTS, FINAL_WEIGHTS
 from geosam.modeling import build_model, load_trained_weights, sha256_file
 from geosam.modeling.prompted import PROMPT_KINDS
@@ -75,7 +75,9 @@ WEIGHT_FILES = {"best": BEST_WEIGHTS, "final": FINAL_WEIGHTS}
 BOX_FILL, BASE, TUNED = "box_fill", "base", "tuned"
 COLUMN_TITLES = {BOX_FILL: "box-fill", BASE: "base", TUNED: "tuned"}
 # Summary key (as PromptMetrics names it) → its name in the table.
-METRIC_TITLES = dict(zip(SUMMARY_NAMES.values(), ("mIoU", "Dice", "boundary IoU"), strict=True))
+METRIC_TITLES = dict(
+    zip(METRIC_NAMES, ("mIoU", "Dice", "boundary IoU", "object F1@0.5"), strict=True)
+)
 ALL_KINDS = "all"
 
 # Crop of an example: half the parcel's extent on each side (enough to see its neighbours, where
@@ -249,7 +251,7 @@ def metric_delta(tuned: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str,
     """tuned − base for every mean, overall and per prompt kind."""
 
     def difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, float]:
-        return {name: a[name] - b[name] for name in SUMMARY_NAMES.values()}
+        return {name: a[name] - b[name] for name in METRIC_NAMES}
 
     per_kind = {
         kind: difference(tuned["per_kind"][kind], base["per_kind"][kind])

@@ -217,11 +217,12 @@ def inference(
         ProgressBar(desc="evaluate", persist=False).attach(evaluator)
     metrics = run_evaluation(evaluator, loader)
     logger.info(
-        "%d prompts: mIoU %.4f, Dice %.4f, boundary IoU %.4f",
+        "%d prompts: mIoU %.4f, Dice %.4f, boundary IoU %.4f, F1@0.5 %.4f",
         metrics["count"],
         metrics["mIoU"],
         metrics["dice"],
         metrics["boundary_iou"],
+        metrics["f1_50"],
     )
     if keep_records:
         metrics["records"] = records

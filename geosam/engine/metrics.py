@@ -11,6 +11,11 @@ about. The band is the mask minus its erosion by a (2d+1)² square, with everyth
 image counting as background, exactly the reference implementation's 1 px zero padding and d
 iterations of a 3×3 erosion.
 
+Object F1 at IoU 0.5 counts parcels, not pixels: a prompt whose mask reaches IoU 0.5 with its
+parcel is a true positive; any other non-empty mask is a false positive *and* leaves its parcel
+a false negative; an empty mask is only a false negative. With one target per prompt that is
+``F1 = 2 Σmatched / (Σpredicted + count)``, so it needs just two more sums per prompt kind.
+
 :class:`PromptMetrics` accumulates the scores per prompt kind as an ignite metric, reduced over
 processes under distributed evaluation.
 """
@@ -30,8 +35,14 @@ from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from geosam.modeling.prompted import PROMPT_KINDS
 
 BOUNDARY_DILATION_RATIO = 0.02
+# A mask with at least this IoU finds its parcel, for object F1.
+MATCH_IOU = 0.5
 # Per-mask score → the name of its mean over prompts in summaries, metrics.json and TensorBoard.
 SUMMARY_NAMES = {"iou": "mIoU", "dice": "dice", "boundary_iou": "boundary_iou"}
+# Every summary's name, the means above and object F1 at MATCH_IOU.
+METRIC_NAMES = (*SUMMARY_NAMES.values(), "f1_50")
+# Per-mask 0/1 counts that object F1 is computed from.
+COUNT_NAMES = ("matched", "predicted")
 
 
 def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,16 +85,21 @@ def boundary_iou(
 
 
 def score_masks(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every per-mask score (keys of :data:`SUMMARY_NAMES`) of boolean masks (N, H, W)."""
+    """Every per-mask score (keys of :data:`SUMMARY_NAMES`) and 0/1 count (:data:`COUNT_NAMES`)
+    of boolean masks (N, H, W)."""
     if pred.shape != target.shape or pred.dim() != 3:
         raise ValueError(
             f"expected two (N, H, W) masks, got {tuple(pred.shape)} and {tuple(target.shape)}"
         )
     pred, target = pred.bool(), target.bool()
+    iou = mask_iou(pred, target)
+    predicted = pred.flatten(1).any(1)
     return {
-        "iou": mask_iou(pred, target),
+        "iou": iou,
         "dice": dice_score(pred, target),
         "boundary_iou": boundary_iou(pred, target),
+        "matched": ((iou >= MATCH_IOU) & predicted).double(),
+        "predicted": predicted.double(),
     }
 
 
@@ -93,12 +109,12 @@ def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
 
 
 class PromptMetrics(Metric):
-    """Mean of each per-mask score over prompts: overall and per prompt kind.
+    """Mean of each per-mask score over prompts, and object F1: overall and per prompt kind.
 
     ``update`` takes a sequence of ``(kind, scores)``, scores as from :func:`score_masks`.
-    ``compute`` returns ``{"mIoU", "dice", "boundary_iou", "count", "per_kind": {kind: {same
-    keys}}}`` with plain floats and ints; kinds without prompts are left out of ``per_kind``.
-    The overall means weigh every prompt equally, whatever its kind.
+    ``compute`` returns ``{"mIoU", "dice", "boundary_iou", "f1_50", "count", "per_kind": {kind:
+    {same keys}}}`` with plain floats and ints; kinds without prompts are left out of
+    ``per_kind``. The overall figures weigh every prompt equally, whatever its kind.
     """
 
     def __init__(
@@ -110,9 +126,9 @@ class PromptMetrics(Metric):
 
     @reinit__is_reduced
     def reset(self) -> None:
-        # One row per kind: prompt count, then the sum of each score.
+        # One row per kind: prompt count, then the sum of each score and count.
         self._sums = torch.zeros(
-            len(PROMPT_KINDS), 1 + len(SUMMARY_NAMES), dtype=torch.float64, device=self._device
+            len(PROMPT_KINDS), 1 + len(_SUMMED), dtype=torch.float64, device=self._device
         )
 
     @reinit__is_reduced
@@ -120,7 +136,7 @@ class PromptMetrics(Metric):
         for kind, scores in output:
             row = self._sums[PROMPT_KINDS.index(kind)]
             row[0] += len(scores["iou"])
-            for column, name in enumerate(SUMMARY_NAMES, start=1):
+            for column, name in enumerate(_SUMMED, start=1):
                 row[column] += scores[name].sum().to(self._device, torch.float64)
 
     @sync_all_reduce("_sums")
@@ -134,11 +150,15 @@ class PromptMetrics(Metric):
         return {**_means(total), "per_kind": per_kind}
 
 
+_SUMMED = (*SUMMARY_NAMES, *COUNT_NAMES)
+
+
 def _means(row: torch.Tensor) -> dict[str, float | int]:
     count = row[0].item()
+    sums = dict(zip(_SUMMED, row[1:].tolist(), strict=True))
     means: dict[str, float | int] = {
-        summary: (row[column] / count).item()
-        for column, summary in enumerate(SUMMARY_NAMES.values(), start=1)
+        summary: sums[name] / count for name, summary in SUMMARY_NAMES.items()
     }
+    means["f1_50"] = 2 * sums["matched"] / (sums["predicted"] + count)
     means["count"] = int(count)
     return means

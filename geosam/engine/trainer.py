@@ -372,11 +372,12 @@ def do_train(
         history.evaluations.append({"epoch": epoch, "iteration": iteration, **metrics})
         history.stopped_early = history.stopped_early or trainer.should_terminate
         logger.info(
-            "epoch %d: val mIoU %.4f, Dice %.4f, boundary IoU %.4f (%d prompts)",
+            "epoch %d: val mIoU %.4f, Dice %.4f, boundary IoU %.4f, F1@0.5 %.4f (%d prompts)",
             epoch,
             metrics["mIoU"],
             metrics["dice"],
             metrics["boundary_iou"],
+            metrics["f1_50"],
             metrics["count"],
         )
         if is_main:
