@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import RASTER_CRS, model_variant, points_layer
+from osgeo import gdal
 from qgis.core import (
     QgsApplication,
     QgsCoordinateReferenceSystem,
@@ -141,3 +142,41 @@ def test_bad_input(
         extra = {"LABEL_FIELD": "name"}
     with pytest.raises(QgsProcessingException, match=expected):
         run(scene, model, prompts, **extra)
+
+
+def test_automatic_mode(
+    provider: None,
+    model_dir: Path,
+    scene: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No prompts: every mask the runtime's automatic mode keeps, as polygons. The untrained
+    model's masks are speckle over whole windows, which inner window edges would cut: the
+    raster is one window, its filters are opened and its grid made coarse."""
+    import processing
+    from geosam_qgis.processing import segment_algorithm
+    from geosam_qgis.runtime.auto import AutoParams
+
+    def loose() -> AutoParams:
+        return AutoParams(points_per_side=4, pred_iou_thresh=0.0, stability_thresh=0.0)
+
+    monkeypatch.setattr(segment_algorithm, "AutoParams", loose)
+    window = tmp_path / "window.tif"
+    gdal.Translate(str(window), str(scene), srcWin=[64, 64, 256, 256])
+    parameters = {"INPUT": str(window), "MODEL": str(model_dir), "AUTO": True, "MIN_AREA": 0.0}
+    output = processing.run(ALGORITHM, {**parameters, "OUTPUT": "memory:"})["OUTPUT"]
+    assert output.crs().authid() == RASTER_CRS
+    assert output.fields().names() == ["score", "stability", "area_m2"]
+    assert output.featureCount() > 0
+    for feature in output.getFeatures():
+        assert feature.geometry().isGeosValid()
+        assert feature["area_m2"] == pytest.approx(feature.geometry().area(), rel=2e-3)
+
+
+def test_prompts_or_automatic_mode(provider: None, model_dir: Path, scene: Path) -> None:
+    with pytest.raises(QgsProcessingException, match="give a prompt layer, or choose automatic"):
+        run_without_prompts = {"INPUT": str(scene), "MODEL": str(model_dir), "OUTPUT": "memory:"}
+        import processing
+
+        processing.run(ALGORITHM, run_without_prompts)

@@ -10,13 +10,17 @@ that consecutive prompts share windows and the encoder runs once per window.
 Output: one polygon per prompt that gave one, in the raster's CRS (Processing reprojects it
 to wherever the user saves it), with the prompt's attributes, ``score`` and ``area_m2``;
 prompt fields of those names are kept as ``src_score``/``src_area_m2``.
+
+Automatic mode ignores prompts and finds every parcel with the runtime's automatic mode (see
+:mod:`geosam_qgis.auto_mode`), as ``geosam segment --auto`` does: output fields ``score``,
+``stability``, ``area_m2``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qgis.core import (
@@ -26,11 +30,13 @@ from qgis.core import (
     QgsFeatureSource,
     QgsField,
     QgsFields,
+    QgsGeometry,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDistance,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
@@ -47,10 +53,18 @@ from ..dependencies import require_onnxruntime
 from ..measure import area_m2, ellipsoidal
 from ..output_layer import OUTPUT_FIELDS
 from ..prompts import Prompt
+from ..raster_reader import RasterWindows
+from ..runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams
 from ..runtime.errors import GeosamError
 from ..runtime.windows import GeoTransform, map_to_pixel
 
+if TYPE_CHECKING:  # loads onnxruntime, which the provider must not need
+    from ..runtime.model import SamModel
+
 ICON = Path(__file__).resolve().parents[1] / "icon.svg"
+AUTO_FIELDS = ("score", "stability", "area_m2")
+# A parcel's outline (raster CRS) and its attributes before area_m2.
+Record = tuple[QgsGeometry, list[Any]]
 
 
 class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
@@ -58,6 +72,8 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
 
     INPUT = "INPUT"
     MODEL = "MODEL"
+    AUTO = "AUTO"
+    MIN_AREA = "MIN_AREA"
     PROMPTS = "PROMPTS"
     LABEL_FIELD = "LABEL_FIELD"
     MIN_SCORE = "MIN_SCORE"
@@ -96,10 +112,16 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             )
         )
         self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.AUTO, "Automatic mode: find every parcel, no prompts", defaultValue=False
+            )
+        )
+        self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.PROMPTS,
                 "Prompts (points: clicks inside parcels; polygons: boxes)",
                 [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon],
+                optional=True,
             )
         )
         self.addParameter(
@@ -119,6 +141,15 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 defaultValue=0.0,
                 minValue=0.0,
                 maxValue=1.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_AREA,
+                "Automatic mode: smallest parcel (m²)",
+                type=QgsProcessingParameterNumber.Double,
+                defaultValue=DEFAULT_MIN_AREA_M2,
+                minValue=0.0,
             )
         )
         self.addParameter(
@@ -155,25 +186,55 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
     ) -> dict[str, Any]:
         require_onnxruntime()
         # Only now that onnxruntime is known to import: the provider must load without it.
-        from ..raster_reader import RasterWindows
         from ..runtime.model import SamModel
-        from ..segmenter import Segmenter
 
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         model_dir = self.parameterAsFile(parameters, self.MODEL, context)
+        automatic = self.parameterAsBool(parameters, self.AUTO, context)
         source = self.parameterAsSource(parameters, self.PROMPTS, context)
-        if source is None:
-            raise QgsProcessingException(self.invalidSourceError(parameters, self.PROMPTS))
-        label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context) or None
-        min_score = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
-        simplify = self.parameterAsDouble(parameters, self.SIMPLIFY, context)
-
+        if source is None and not automatic:
+            raise GeosamError("give a prompt layer, or choose automatic mode")
         feedback.pushInfo(f"loading model {model_dir}")
         model = SamModel.load(model_dir)
         raster = RasterWindows.from_layer(layer, model.manifest)
+        if automatic:
+            fields, records = self.find_all(parameters, context, feedback, model, raster)
+        else:
+            fields, records = self.follow_prompts(
+                parameters, context, feedback, model, raster, source
+            )
+        sink, dest_id = self.parameterAsSink(
+            parameters, self.OUTPUT, context, fields, QgsWkbTypes.MultiPolygon, layer.crs()
+        )
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        calculator = ellipsoidal(layer.crs())
+        for geometry, attributes in records:
+            feature = QgsFeature(fields)
+            feature.setGeometry(geometry)
+            feature.setAttributes([*attributes, area_m2(calculator, geometry)])
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        return {self.OUTPUT: dest_id}
+
+    def follow_prompts(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+        model: SamModel,
+        raster: RasterWindows,
+        source: QgsFeatureSource,
+    ) -> tuple[QgsFields, list[Record]]:
+        """One parcel per positive prompt: the fields and (geometry, attributes) in prompt
+        order, attributes being the prompt's and the score (area_m2 is added by the caller)."""
+        from ..segmenter import Segmenter
+
+        label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context) or None
+        min_score = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
+        simplify = self.parameterAsDouble(parameters, self.SIMPLIFY, context)
         segmenter = Segmenter(model, raster)
         transform = QgsCoordinateTransform(
-            source.sourceCrs(), layer.crs(), context.transformContext()
+            source.sourceCrs(), raster.crs, context.transformContext()
         )
         features, prompts, negatives = read_prompts(
             source, label_field, transform, raster.geotransform
@@ -185,15 +246,6 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             & (negatives[:, 1] >= 0)
             & (negatives[:, 1] <= height)
         ]
-
-        fields = output_fields(source.fields())
-        sink, dest_id = self.parameterAsSink(
-            parameters, self.OUTPUT, context, fields, QgsWkbTypes.MultiPolygon, layer.crs()
-        )
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-
-        calculator = ellipsoidal(layer.crs())
         skipped: Counter[str] = Counter()
         results = []
         order = spatial_order(prompts, model.input_size)
@@ -219,25 +271,56 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 skipped["below the minimum score"] += 1
             else:
                 results.append((index, parcel))
-        if prompts and skipped["outside the raster"] == len(prompts):
+        if skipped["outside the raster"] == len(prompts):
             raise GeosamError(
-                f"all {len(prompts)} prompts lie outside raster layer {layer.name()}: check "
+                f"all {len(prompts)} prompts lie outside raster layer {raster.name}: check "
                 "that they cover the same area"
             )
-        for index, parcel in sorted(results, key=lambda result: result[0]):
-            feature = QgsFeature(fields)
-            feature.setGeometry(parcel.geometry)
-            feature.setAttributes(
-                [*features[index].attributes(), parcel.score, area_m2(calculator, parcel.geometry)]
-            )
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
-        for reason, count in skipped.items():
-            feedback.reportError(f"{count} prompts skipped: {reason}", fatalError=False)
+        report(feedback, "prompts skipped", skipped)
         feedback.pushInfo(
             f"{len(results)} parcels from {len(prompts)} prompts; "
             f"{segmenter.cache.misses} windows encoded"
         )
-        return {self.OUTPUT: dest_id}
+        records = [
+            (parcel.geometry, [*features[index].attributes(), parcel.score])
+            for index, parcel in sorted(results, key=lambda result: result[0])
+        ]
+        return output_fields(source.fields()), records
+
+    def find_all(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+        model: SamModel,
+        raster: RasterWindows,
+    ) -> tuple[QgsFields, list[Record]]:
+        """Automatic mode: every parcel, with score and stability."""
+        from ..auto_mode import segment_all
+
+        min_score = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
+        parcels, dropped = segment_all(
+            model,
+            raster,
+            AutoParams(),
+            self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            self.parameterAsDouble(parameters, self.SIMPLIFY, context),
+            feedback,
+        )
+        kept = [parcel for parcel in parcels if parcel.score >= min_score]
+        dropped["below the minimum score"] += len(parcels) - len(kept)
+        report(feedback, "masks dropped", dropped)
+        feedback.pushInfo(f"{len(kept)} parcels found")
+        fields = QgsFields()
+        for name in AUTO_FIELDS:
+            fields.append(QgsField(name, QVariant.Double))
+        return fields, [(p.geometry, [p.score, p.stability]) for p in kept]
+
+
+def report(feedback: QgsProcessingFeedback, what: str, counts: Counter[str]) -> None:
+    for reason, count in counts.items():
+        if count:
+            feedback.reportError(f"{count} {what}: {reason}", fatalError=False)
 
 
 def read_prompts(
