@@ -97,13 +97,10 @@ class RasterWindows:
     def read(self, window: Window) -> np.ndarray:
         """The window as an (out_height, out_width, 3) uint8 image, bilinear-resampled, with
         nodata pixels 0 (as tiling writes them into training chips)."""
+        region, buffer = _region(window)
         data = self._open().ReadAsArray(
-            window.col_off,
-            window.row_off,
-            window.width,
-            window.height,
-            buf_xsize=window.out_width,
-            buf_ysize=window.out_height,
+            *region,
+            **buffer,
             band_list=list(self.bands),
             resample_alg=gdal.GRIORA_Bilinear,
         )
@@ -124,20 +121,10 @@ class RasterWindows:
         if not self.has_mask:
             return None
         dataset = self._open()
+        region, buffer = _region(window)
         valid = np.ones((window.out_height, window.out_width), dtype=bool)
         for number in self.bands:
-            mask = (
-                dataset.GetRasterBand(number)
-                .GetMaskBand()
-                .ReadAsArray(
-                    window.col_off,
-                    window.row_off,
-                    window.width,
-                    window.height,
-                    buf_xsize=window.out_width,
-                    buf_ysize=window.out_height,
-                )
-            )
+            mask = dataset.GetRasterBand(number).GetMaskBand().ReadAsArray(*region, **buffer)
             if mask is None:
                 raise self._error(f"cannot read the nodata mask at {window}")
             valid &= mask > 0
@@ -225,3 +212,10 @@ def raster_stretch(
         low.append(float(lo))
         high.append(float(hi if hi > lo else lo + 1.0))
     return Stretch(method="percentile", low=tuple(low), high=tuple(high))
+
+
+def _region(window: Window) -> tuple[tuple[int, int, int, int], dict[str, int]]:
+    """GDAL's ReadAsArray arguments for a window: (x, y, width, height) of the source, which
+    datasets and bands name differently and so go by position, and the buffer size."""
+    region = (window.col_off, window.row_off, window.width, window.height)
+    return region, {"buf_xsize": window.out_width, "buf_ysize": window.out_height}
