@@ -10,9 +10,12 @@
    through the decoder and automatic mode's filters (``--auto-points`` per side).
 
 The ViT-B architecture is exported with random weights saved in the official checkpoint format
-(speed does not depend on the weights).
+(speed does not depend on the weights). ``--baseline MODEL_DIR`` also times 1. and 4. on
+another model folder of the same architecture (say, one exported before a change to the
+export), in the same run, so a change is compared under the same machine load.
 
     OMP_NUM_THREADS=1 python scripts/bench_runtime.py [--model vit_b] [--work DIR]
+        [--baseline MODEL_DIR]
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/geosam-bench-runtime"))
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--auto-points", type=int, default=AutoParams.points_per_side)
+    parser.add_argument("--baseline", type=Path, help="a model folder to time beside")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     model_dir, sam = exported_model(args.work, args.model)
@@ -136,6 +140,14 @@ def main() -> None:
             lambda: window_masks(runtime, embedding, tile, auto), 1
         ),
     }
+    if args.baseline is not None:
+        baseline = SamModel.load(args.baseline, threads=1)
+        timings["decoder, onnxruntime, --baseline"] = median_seconds(
+            lambda: baseline.decode(embedding, box=box), args.repeat
+        )
+        timings["auto mode, one window, --baseline"] = median_seconds(
+            lambda: window_masks(baseline, embedding, tile, auto), 1
+        )
 
     # segment throughput: the tiny model on a synthetic scene, one box per parcel (the
     # encoder dominates; a ViT-B run on CPU costs ~8 s per encoded window instead)
@@ -164,6 +176,9 @@ def main() -> None:
     ratio = timings["decoder, PyTorch"] / timings["decoder, onnxruntime"]
     enc_ratio = timings["encoder, PyTorch"] / timings["encoder, onnxruntime"]
     print(f"decoder speed-up onnxruntime vs PyTorch: {ratio:.2f}x (goal >= 2x)")
+    if args.baseline is not None:
+        before = timings["decoder, PyTorch"] / timings["decoder, onnxruntime, --baseline"]
+        print(f"  --baseline's decoder vs PyTorch: {before:.2f}x")
     print(f"encoder speed-up onnxruntime vs PyTorch: {enc_ratio:.2f}x")
     auto_window = timings[f"auto mode, {auto.points_per_side}² points, one window"]
     print(

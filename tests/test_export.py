@@ -24,7 +24,15 @@ from geosam.data.tiling import TileParams, tile_dataset
 from geosam.engine.evaluate import build_tuned_model, load_run
 from geosam.engine.launch import launch_training
 from geosam.export import DECODER, ENCODER, INT8, MANIFEST, export_onnx, read_metadata_props
-from geosam.export.parity import MAX_ABS_DIFF, MIN_MASK_IOU, Prompt, session, torch_decode
+from geosam.export.onnx_export import SamOnnxDecoder
+from geosam.export.parity import (
+    MAX_ABS_DIFF,
+    MIN_MASK_IOU,
+    Prompt,
+    selected,
+    session,
+    torch_decode,
+)
 from geosam.modeling import build_model, sha256_file
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
@@ -113,6 +121,7 @@ def test_model_directory(exported: tuple[Path, str, dict], run: Path) -> None:
     assert manifest["stretch"] == tiles["sources"][0]["stretch"]
     assert manifest["sources_agree"] is True
     assert manifest["mask_threshold"] == 0.0
+    assert manifest["mask_selection"] == "in-graph" and manifest["single_mask"] is True
     assert "parity" in stdout and "int8" in stdout
 
 
@@ -135,9 +144,9 @@ def test_decoder_interface(exported: tuple[Path, str, dict], name: str) -> None:
     for points in (1, 7):
         prompt = Prompt(coords=np.full((points, 2), 100.0), labels=np.ones(points))
         masks, iou, low_res = decoder.run(None, prompt.onnx_feeds(embeddings, (300, 200)))
-        assert masks.shape == (1, 4, 300, 200)
-        assert iou.shape == (1, 4)
-        assert low_res.shape == (1, 4, 64, 64)
+        assert masks.shape == (1, 1, 300, 200)
+        assert iou.shape == (1, 1)
+        assert low_res.shape == (1, 1, 64, 64)
 
 
 def test_encoder_interface(exported: tuple[Path, str, dict]) -> None:
@@ -171,13 +180,57 @@ def test_decoder_parity_any_image_size(
     )
     h, w = input_size
     prompt = Prompt(box=np.array([w * 0.2, h * 0.2, w * 0.7, h * 0.8]))
-    reference = torch_decode(tuned, embeddings, prompt, input_size, original_size)
+    reference = selected(
+        torch_decode(tuned, embeddings, prompt, input_size, original_size), prompt, multimask=True
+    )
     outputs = session(exported[0] / DECODER).run(
         None, prompt.onnx_feeds(embeddings.numpy(), original_size)
     )
     for output, expected in zip(outputs, reference, strict=True):
         assert output.shape == expected.shape
         np.testing.assert_allclose(output, expected, atol=MAX_ABS_DIFF)
+
+
+SELECTION_PROMPTS = {
+    "point": Prompt(coords=np.array([[120.0, 90.0]]), labels=np.array([1])),
+    "negative point": Prompt(coords=np.array([[120.0, 90.0]]), labels=np.array([0])),
+    "two points": Prompt(coords=np.array([[120.0, 90.0], [60.0, 40.0]]), labels=np.ones(2)),
+    "point+negative": Prompt(coords=np.array([[120.0, 90.0], [60.0, 40.0]]), labels=np.eye(2)[0]),
+    "box": Prompt(box=np.array([50.0, 40.0, 180.0, 150.0])),
+    "box+point": Prompt(
+        coords=np.array([[120.0, 90.0]]), labels=np.ones(1), box=np.array([50, 40, 180, 150.0])
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SELECTION_PROMPTS))
+def test_decoder_selects_in_graph(
+    exported: tuple[Path, str, dict], tuned: torch.nn.Module, name: str
+) -> None:
+    """The one mask returned is the one training scored: the best of outputs 1-3 for a
+    single positive point, output 0 for anything else (a box too, unlike Meta's rule)."""
+    prompt = SELECTION_PROMPTS[name]
+    shape = (1, tuned.prompt_encoder.embed_dim, 16, 16)
+    embeddings = torch.from_numpy(
+        np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    )
+    everything = torch_decode(tuned, embeddings, prompt, (256, 256), (256, 256))
+    reference = selected(everything, prompt, multimask=True)
+    if name == "point":
+        assert not np.array_equal(reference[1], everything[1][:, :1])
+    outputs = session(exported[0] / DECODER).run(
+        None, prompt.onnx_feeds(embeddings.numpy(), (256, 256))
+    )
+    for output, expected in zip(outputs, reference, strict=True):
+        np.testing.assert_allclose(output, expected, atol=MAX_ABS_DIFF)
+
+
+def test_selected_output_without_multimask(tuned: torch.nn.Module) -> None:
+    """A model tuned without MULTIMASK answers every prompt with output 0."""
+    scores = torch.tensor([[0.1, 0.9, 0.2, 0.3], [0.1, 0.9, 0.2, 0.3]])
+    labels = torch.tensor([[1.0, -1.0], [2.0, 3.0]])
+    assert SamOnnxDecoder(tuned, multimask=True).selected_output(labels, scores).tolist() == [1, 0]
+    assert SamOnnxDecoder(tuned, multimask=False).selected_output(labels, scores).tolist() == [0, 0]
 
 
 def test_external_data_untuned(tmp_path: Path) -> None:

@@ -14,13 +14,16 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper
 from segment_anything import SamPredictor
+from segment_anything.utils.onnx import SamOnnxModel
 
 import geosam.runtime
 from geosam.config import load_config
@@ -56,6 +59,37 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model(model_dir: Path) -> SamModel:
     return SamModel.load(model_dir, threads=1)
+
+
+@pytest.fixture(scope="module")
+def four_output(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SamModel:
+    """The model with a decoder as Meta's script exports it with ``return_single_mask=False``
+    (other SAM tools' decoders come that way too): all four masks, the caller selects.
+    Upstream's crop keeps the traced size, so it is traced at IMAGE_SHAPE."""
+    sam = build_model(load_config(CONFIG, [])).eval()
+    folder = copy_model(model_dir, tmp_path_factory.mktemp("four") / "model", (ENCODER,))
+    channels, grid = sam.prompt_encoder.embed_dim, sam.prompt_encoder.image_embedding_size
+    example = {
+        "image_embeddings": torch.zeros(1, channels, *grid),
+        "point_coords": torch.zeros(1, 2, 2),
+        "point_labels": torch.tensor([[1.0, -1.0]]),
+        "mask_input": torch.zeros(1, 1, 4 * grid[0], 4 * grid[1]),
+        "has_mask_input": torch.tensor([0.0]),
+        "orig_im_size": torch.tensor(IMAGE_SHAPE, dtype=torch.float32),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            SamOnnxModel(sam, return_single_mask=False),
+            tuple(example.values()),
+            str(folder / DECODER),
+            input_names=list(example),
+            output_names=["masks", "iou_predictions", "low_res_masks"],
+            dynamic_axes={"point_coords": {1: "n"}, "point_labels": {1: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    return SamModel.load(folder, threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -126,28 +160,37 @@ def test_runtime_imports_are_relative() -> None:
 
 
 def test_decode_points(model: SamModel, embedding: Embedding) -> None:
-    """Each point's candidates are the outputs decode() chooses among for that point."""
+    """geosam's decoder selects in-graph: one candidate per point, the mask decode() gives."""
     points = np.array([[110.0, 80.0], [20.0, 150.0]])
     results = list(model.decode_points(embedding, points))
     assert len(results) == 2
     for point, (logits, scores) in zip(points, results, strict=True):
         single = model.decode(embedding, points=point[None], labels=np.array([1]))
-        assert logits.shape == (3, *IMAGE_SHAPE) and scores.shape == (3,)
-        best = int(np.argmax(scores))
-        assert single.index == 1 + best and single.score == pytest.approx(float(scores[best]))
-        assert np.array_equal(single.mask, logits[best] > model.threshold)
+        assert logits.shape == (1, *IMAGE_SHAPE) and scores.shape == (1,)
+        assert single.score == pytest.approx(float(scores[0]))
+        assert np.array_equal(single.mask, logits[0] > model.threshold)
     assert list(model.decode_points(embedding, np.zeros((0, 2)))) == []
 
 
-def test_decode_points_single_mask(model_dir: Path, embedding: Embedding) -> None:
-    """A model tuned without MULTIMASK answers a single point with output 0 alone."""
-    single = SamModel.load(model_dir, threads=1)
-    single.multimask = False
-    ((logits, scores),) = single.decode_points(embedding, np.array([[110.0, 80.0]]))
-    expected = single.decode(embedding, points=np.array([[110.0, 80.0]]), labels=np.array([1]))
+def test_decode_points_four_outputs(four_output: SamModel, embedding: Embedding) -> None:
+    """A four-output decoder: each point's candidates are the outputs decode() chooses among,
+    the three multimask ones, or output 0 alone for a model tuned without MULTIMASK."""
+    point = np.array([[110.0, 80.0]])
+    ((logits, scores),) = four_output.decode_points(embedding, point)
+    single = four_output.decode(embedding, points=point, labels=np.array([1]))
+    assert logits.shape == (3, *IMAGE_SHAPE) and scores.shape == (3,)
+    best = int(np.argmax(scores))
+    assert single.index == 1 + best and single.score == pytest.approx(float(scores[best]))
+    assert np.array_equal(single.mask, logits[best] > four_output.threshold)
+    four_output.multimask = False
+    try:
+        ((logits, scores),) = four_output.decode_points(embedding, point)
+        expected = four_output.decode(embedding, points=point, labels=np.array([1]))
+    finally:
+        four_output.multimask = True
     assert logits.shape == (1, *IMAGE_SHAPE) and expected.index == 0
     assert scores[0] == pytest.approx(expected.score)
-    assert np.array_equal(logits[0] > single.threshold, expected.mask)
+    assert np.array_equal(logits[0] > four_output.threshold, expected.mask)
 
 
 def test_encoder_parity(embedding: Embedding, predictor: SamPredictor) -> None:
@@ -172,12 +215,19 @@ PROMPTS = {
 }
 
 
+@pytest.mark.parametrize("decoder", ["model", "four_output"])
 @pytest.mark.parametrize("name", list(PROMPTS))
 def test_decoder_parity(
-    name: str, model: SamModel, embedding: Embedding, predictor: SamPredictor
+    name: str,
+    decoder: str,
+    embedding: Embedding,
+    predictor: SamPredictor,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """Same mask, score and low-res logits as SamPredictor, and the output mask_selection
-    names: the best of outputs 1-3 for a single positive point, output 0 otherwise."""
+    """Same mask, score and low-res logits as SamPredictor, of the output training scored:
+    the best of outputs 1-3 for a single positive point, output 0 otherwise; chosen in-graph
+    by geosam's decoder (one output), by the runtime for a four-output one."""
+    model = request.getfixturevalue(decoder)
     prompt = PROMPTS[name]
     prediction = model.decode(
         embedding, prompt.get("point_coords"), prompt.get("point_labels"), prompt.get("box")
@@ -185,7 +235,7 @@ def test_decoder_parity(
     single_point = name == "point"
     masks, scores, low_res = predictor.predict(multimask_output=single_point, **prompt)
     best = int(np.argmax(scores)) if single_point else 0
-    assert prediction.index == (1 + best if single_point else 0)
+    assert prediction.index == (1 + best if single_point and decoder == "four_output" else 0)
     assert prediction.mask.shape == IMAGE_SHAPE
     assert mask_iou(prediction.mask, masks[best]) >= 0.999
     assert 0 < prediction.mask.mean() < 1
@@ -219,7 +269,7 @@ def test_decode_many(model: SamModel, embedding: Embedding) -> None:
         assert np.array_equal(prediction.mask, single.mask) and prediction.index == 0
 
 
-def test_mask_selection(model_dir: Path, embedding: Embedding) -> None:
+def test_mask_selection(model_dir: Path) -> None:
     iou = np.array([[0.9, 0.1, 0.7, 0.3]])
     multimask = SamModel.load(model_dir)
     assert multimask.select(iou, np.array([1]), None) == 2
@@ -230,8 +280,6 @@ def test_mask_selection(model_dir: Path, embedding: Embedding) -> None:
     assert multimask.select(iou[:, :1], np.array([1]), None) == 0
     multimask.multimask = False
     assert multimask.select(iou, np.array([1]), None) == 0
-    point = multimask.decode(embedding, np.array([[110.0, 80.0]]), np.array([1]))
-    assert point.index == 0
 
 
 def test_bad_prompts(model: SamModel, embedding: Embedding) -> None:

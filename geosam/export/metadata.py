@@ -33,14 +33,10 @@ from geosam.utils.errors import GeosamError
 # Keys of the manifest that are not in the ONNX files' metadata_props (see the module doc).
 FILE_ONLY_KEYS = ("files",)
 
-# How a caller picks one of the decoder's 4 outputs, as training scored them
-# (geosam.modeling.prompted): output 0 for boxes and several points; for a single point with
-# MODEL.MULTIMASK, the highest predicted IoU among outputs 1-3.
-MASK_SELECTION = {
-    "box": "masks[:, 0]",
-    "points": "masks[:, 0]",
-    "point": "masks[:, 1 + argmax(iou_predictions[:, 1:])] if multimask else masks[:, 0]",
-}
+# Which of SAM's 4 mask outputs the decoder returns: it chooses in-graph, as training scored
+# them (geosam.modeling.prompted, geosam.runtime.model.select_output), and returns that one
+# alone ("single_mask"), so a reader takes masks[:, 0].
+MASK_SELECTION = "in-graph"
 
 
 def dataset_fields(dataset_dir: str) -> dict[str, Any]:
@@ -116,6 +112,7 @@ def model_fields(
         "mask_threshold": cfg.TEST.MASK_THRESHOLD,
         "multimask": cfg.MODEL.MULTIMASK,
         "mask_selection": MASK_SELECTION,
+        "single_mask": True,
         "embedding_shape": list(embedding_shape),
         "opset": opset,
         "base_checkpoint_sha256": base_checkpoint_sha256,

@@ -5,12 +5,15 @@ script uses, so ``decoder.onnx`` has the official SAM ONNX interface exactly and
 tools can run it; one method is overridden (:class:`SamOnnxDecoder`) because today's tracer
 freezes its crop to the example image size.
 
-It is exported with ``return_single_mask=False``. The official single-mask choice goes by
-point count (two prompt points → the best of the three multimask outputs), which gives a plain
-box (two corners) a multimask output, unlike SAM's predictor and unlike training here. With all
-4 outputs the caller applies the manifest's ``mask_selection`` (output 0 for boxes and several
-points, the best of outputs 1-3 for a single point), and a tool reading ``masks[0, 0]`` gets
-what ``SamPredictor`` returns with ``multimask_output=False``.
+It returns one mask per prompt, as Meta's ``return_single_mask=True`` export does (``masks``
+(1, 1, H, W)), so only that mask is upscaled to the original image size: upscaling all four
+was 12% of the decoder's time (docs/benchmarks.md). The choice is made in-graph by training's
+rule (:func:`geosam.runtime.model.select_output`: the best of the three multimask outputs for
+a single positive point with MODEL.MULTIMASK, output 0 otherwise), not by Meta's
+``select_masks``, which goes by point count and so gives a plain box (two corners) a
+multimask output, unlike SAM's predictor and unlike training here. A tool reading
+``masks[0, 0]`` gets what ``SamPredictor`` returns; the manifest says ``mask_selection``
+``"in-graph"``.
 
 The encoder is ``Sam.image_encoder`` alone: its input is already resized, normalised and
 padded by :mod:`geosam.runtime.preprocess`, whose parameters the manifest records. Encoders
@@ -63,14 +66,52 @@ TRACE_POINTS = 5
 
 
 class SamOnnxDecoder(SamOnnxModel):
-    """``SamOnnxModel`` with a crop to the unpadded image that stays dynamic in the graph.
+    """``SamOnnxModel`` returning the one mask training scored, with a dynamic crop.
 
-    Upstream crops with ``masks[..., : int(h), : int(w)]``; tracing turns those ``int()`` into
-    the constants of the example input, so the exported decoder cropped every image as if it
-    had the example's aspect ratio (seen with torch 2.14: mask logits off by 0.3 on another
-    size). Gathering ``arange(h)`` rows and ``arange(w)`` columns is the same crop, traced as
-    Range + Gather on ``orig_im_size``.
+    Two methods are replaced. :meth:`forward` selects by prompt kind, in-graph (see the module
+    doc); the selection is a gather on an index computed from ``point_labels`` and the
+    predicted IoUs, so the traced graph has no control flow and any prompt works.
+    :meth:`mask_postprocessing`: upstream crops with ``masks[..., : int(h), : int(w)]``;
+    tracing turns those ``int()`` into the constants of the example input, so the exported
+    decoder cropped every image as if it had the example's aspect ratio (seen with torch 2.14:
+    mask logits off by 0.3 on another size). Gathering ``arange(h)`` rows and ``arange(w)``
+    columns is the same crop, traced as Range + Gather on ``orig_im_size``.
     """
+
+    def __init__(self, model: Sam, multimask: bool) -> None:
+        super().__init__(model, return_single_mask=True)
+        self.multimask = multimask
+
+    @torch.no_grad()
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: torch.Tensor,
+        has_mask_input: torch.Tensor,
+        orig_im_size: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        masks, scores = self.model.mask_decoder.predict_masks(
+            image_embeddings=image_embeddings,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=self._embed_points(point_coords, point_labels),
+            dense_prompt_embeddings=self._embed_masks(mask_input, has_mask_input),
+        )
+        rows = torch.arange(masks.shape[0])
+        index = self.selected_output(point_labels, scores)
+        masks, scores = masks[rows, index].unsqueeze(1), scores[rows, index].unsqueeze(1)
+        return self.mask_postprocessing(masks, orig_im_size), scores, masks
+
+    def selected_output(self, point_labels: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Per prompt, the output :func:`geosam.runtime.model.select_output` picks: a single
+        positive point is one label 1 and otherwise only padding (-1); boxes add labels 2, 3."""
+        if not self.multimask:
+            return torch.zeros(scores.shape[0], dtype=torch.int64)
+        prompts = (point_labels != -1).sum(dim=1)
+        positives = (point_labels == 1).sum(dim=1)
+        best = 1 + torch.argmax(scores[:, 1:], dim=1)
+        return torch.where((prompts == 1) & (positives == 1), best, torch.zeros_like(best))
 
     def mask_postprocessing(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
         masks = F.interpolate(
@@ -105,8 +146,9 @@ def export_encoder(model: Sam, path: Path, opset: int) -> None:
     )
 
 
-def export_decoder(model: Sam, path: Path, opset: int) -> None:
-    """SAM's ONNX decoder (all 4 mask outputs) to ``path``, with a dynamic point count."""
+def export_decoder(model: Sam, path: Path, opset: int, multimask: bool) -> None:
+    """SAM's ONNX decoder (one mask per prompt, chosen in-graph with ``multimask`` as in
+    training) to ``path``, with a dynamic point count."""
     grid = model.prompt_encoder.image_embedding_size
     channels = model.prompt_encoder.embed_dim
     generator = torch.Generator().manual_seed(0)
@@ -122,7 +164,7 @@ def export_decoder(model: Sam, path: Path, opset: int) -> None:
     }
     points = {1: "num_points"}
     _export(
-        SamOnnxDecoder(model, return_single_mask=False),
+        SamOnnxDecoder(model, multimask),
         tuple(example.values()),
         path,
         opset,
@@ -284,7 +326,7 @@ def export_onnx(
         raw.mkdir()
         logger.info("exporting %s encoder and decoder (opset %d)", cfg.MODEL.TYPE, opset)
         export_encoder(model, raw / ENCODER, opset)
-        export_decoder(model, raw / DECODER, opset)
+        export_decoder(model, raw / DECODER, opset, cfg.MODEL.MULTIMASK)
         names = [ENCODER, DECODER]
         if quantize_int8:
             for name in (ENCODER, DECODER):
@@ -296,6 +338,7 @@ def export_onnx(
             raw / ENCODER,
             raw / DECODER,
             cfg.TEST.MASK_THRESHOLD,
+            cfg.MODEL.MULTIMASK,
             quantized=(raw / INT8[ENCODER], raw / INT8[DECODER]) if quantize_int8 else None,
         )
         grid = model.prompt_encoder.image_embedding_size

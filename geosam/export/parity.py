@@ -10,7 +10,10 @@ Inputs: a seeded random image of 3/4 the input size in height (so padding and th
 ``orig_im_size`` crop are exercised) through :mod:`geosam.runtime.preprocess`, and three
 prompts: a box, a positive point, and that point again with the PyTorch model's low-res mask
 as ``mask_input`` (iterative refinement). The decoder is compared on the same PyTorch
-embeddings, so its numbers are the decoder's own; the encoder is compared on its own.
+embeddings, so its numbers are the decoder's own; the encoder is compared on its own. The
+decoder returns the one mask training scored (chosen in-graph), so the PyTorch side picks the
+same output with the runtime's :func:`~geosam.runtime.model.select_output`: a graph that chose
+another output fails the check.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import onnxruntime as ort
 import torch
 from segment_anything.modeling import Sam
 
+from geosam.runtime.model import select_output
 from geosam.runtime.preprocess import preprocess_image
 from geosam.utils.errors import GeosamError
 
@@ -100,6 +104,16 @@ def torch_decode(
     return masks.numpy(), iou.numpy(), low_res.numpy()
 
 
+def selected(
+    outputs: tuple[np.ndarray, np.ndarray, np.ndarray], prompt: Prompt, multimask: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(masks, iou_predictions, low_res_masks) of :func:`torch_decode` reduced to the one
+    output the exported decoder returns for ``prompt``."""
+    masks, iou, low_res = outputs
+    k = select_output(iou[0], prompt.labels, prompt.box, multimask)
+    return masks[:, k : k + 1], iou[:, k : k + 1], low_res[:, k : k + 1]
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two boolean masks; two empty masks agree perfectly."""
     union = np.logical_or(a, b).sum()
@@ -138,7 +152,7 @@ def compare_decoders(
     threshold: float,
 ) -> dict[str, dict[str, float]]:
     """Per prompt: max abs diff of mask logits (full and low-res) and of predicted IoU, and the
-    lowest IoU over the 4 thresholded masks, of ``decoder`` against ``reference``."""
+    lowest IoU over the thresholded masks, of ``decoder`` against ``reference``."""
     results = {}
     for name, prompt in prompts.items():
         masks, iou, low_res = decoder.run(None, prompt.onnx_feeds(embeddings, original_size))
@@ -161,10 +175,12 @@ def check_parity(
     encoder_path: Path,
     decoder_path: Path,
     threshold: float,
+    multimask: bool,
     quantized: tuple[Path, Path] | None = None,
 ) -> dict[str, Any]:
-    """Compare the ONNX encoder and decoder with ``model``; with ``quantized`` (int8 encoder,
-    decoder), also report the mask IoU the int8 files cost against PyTorch fp32.
+    """Compare the ONNX encoder and decoder with ``model``, whose outputs are selected as the
+    decoder was exported (``multimask``); with ``quantized`` (int8 encoder, decoder), also
+    report the mask IoU the int8 files cost against PyTorch fp32.
 
     Raises GeosamError when the fp32 decoder misses :data:`MAX_ABS_DIFF` or
     :data:`MIN_MASK_IOU`, or the encoder misses :data:`MAX_ABS_DIFF` relative to the
@@ -181,7 +197,9 @@ def check_parity(
         coords=prompts["point"].coords, labels=prompts["point"].labels, mask=first[2][:, :1]
     )
     reference = {
-        name: torch_decode(model, embeddings, prompt, input_size, original_size)
+        name: selected(
+            torch_decode(model, embeddings, prompt, input_size, original_size), prompt, multimask
+        )
         for name, prompt in prompts.items()
     }
     torch_embeddings = embeddings.numpy()

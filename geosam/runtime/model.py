@@ -108,7 +108,8 @@ class Embedding:
 class Prediction:
     """One decoded mask: ``mask`` (H, W) bool at the original size, ``score`` the IoU head's
     estimate, ``low_res_logits`` (1, 1, 4h, 4w) to pass back as ``mask_input`` when refining,
-    and ``index``, which of the decoder's outputs was chosen."""
+    and ``index``, which of the decoder's outputs was chosen (always 0 for a decoder that
+    selects in-graph, as geosam's exports do)."""
 
     mask: np.ndarray
     score: float
@@ -241,11 +242,15 @@ class SamModel:
         automatic mode asks: per point, the candidate masks' logits (K, H, W) at the original
         size and their predicted IoUs (K,).
 
-        The candidates are the outputs :meth:`select` chooses among for a single point (the
-        three multimask outputs, or output 0 for a single-mask model), all of them, since
-        automatic mode filters each on its own merits. The official decoder graph takes one
-        prompt per call (its batch axis is fixed at 1), so this is one call per point over
-        feeds built once, and a generator, so only one point's logits are in memory at a time.
+        The candidates are the outputs :meth:`select` chooses among for a single point, all
+        of them, since automatic mode filters each on its own merits: the three multimask
+        outputs of a four-output decoder (or output 0 for a model tuned without MULTIMASK),
+        or the one output of a decoder that selects in-graph (geosam's exports, Meta's
+        ``return_single_mask``), which for a single point is the best-scored of the three.
+        The official decoder graph takes one prompt per call (its batch axis is fixed at 1;
+        a graph with a dynamic batch axis was slower per point on a CPU, see
+        docs/benchmarks.md), so this is one call per point over feeds built once, and a
+        generator, so only one point's logits are in memory at a time.
         """
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         if len(points) == 0:
@@ -303,18 +308,32 @@ class SamModel:
         }
 
     def select(self, iou: np.ndarray, labels: np.ndarray | None, box: np.ndarray | None) -> int:
-        """Which of the decoder's outputs to return, per the manifest's ``mask_selection``.
-
-        Training scored output 0 for boxes and several points, and for a single point (with
-        MODEL.MULTIMASK) the best-scored of outputs 1-3; a decoder exported with one output
-        (Meta's ``return_single_mask``) has chosen already.
-        """
+        """Which of the decoder's outputs to return: :func:`select_output` with the
+        manifest's ``multimask``, for a decoder that returns all four outputs; a decoder
+        with one output (geosam's own since it selects in-graph, or Meta's
+        ``return_single_mask``) has chosen already."""
         if iou.shape[1] == 1:
             return 0
-        single_point = box is None and labels is not None and len(labels) == 1 and labels[0] == 1
-        if self.multimask and single_point:
-            return 1 + int(np.argmax(iou[0, 1:]))
-        return 0
+        return select_output(iou[0], labels, box, self.multimask)
+
+
+def select_output(
+    iou: np.ndarray, labels: np.ndarray | None, box: np.ndarray | None, multimask: bool
+) -> int:
+    """The mask training scored for a prompt, of a decoder's four outputs and their
+    predicted IoUs ``iou`` (4,): for a single positive point alone (ambiguous: a field or the
+    block it is in) with ``multimask``, the best-scored of the three multimask outputs 1-3;
+    for anything else output 0, SAM's single-mask output.
+
+    Meta's ``SamOnnxModel.select_masks`` decides by point count instead, which treats a box
+    (two corner points) like a single point; geosam's exported decoder applies this rule
+    in-graph (``geosam.export.onnx_export.SamOnnxDecoder``), and the parity check compares
+    the two.
+    """
+    single_point = box is None and labels is not None and len(labels) == 1 and labels[0] == 1
+    if multimask and single_point:
+        return 1 + int(np.argmax(iou[1:]))
+    return 0
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
