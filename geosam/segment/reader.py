@@ -1,7 +1,8 @@
 """Reading prompt windows of a raster as the uint8 RGB images a model was trained on.
 
-The raster is checked against the model's manifest once, up front (bands, dtype, stretch), so a
-raster the model cannot read stops the run before anything is written. Each window is then
+The raster is checked against the model's manifest once, up front (bands, dtype, stretch, by
+:mod:`geosam.runtime.bands`, which the QGIS plugin's reader shares), so a raster the model
+cannot read stops the run before anything is written. Each window is then
 read lazily, resampled by GDAL to the window's output shape, so memory follows the window
 size and not the raster's. The stretch *method* comes from the manifest and its numbers from
 this raster (:func:`compute_stretch`), since a model trained on one uint16 scene must see
@@ -22,31 +23,9 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 
 from geosam.data.tiling.rasters import RasterSource, ground_resolution, open_source
+from geosam.runtime.bands import model_bands, stretch_method
 from geosam.runtime.windows import GeoTransform, Window
 from geosam.utils.errors import GeosamError
-
-
-def model_bands(manifest: Mapping[str, Any], count: int, path: Path) -> list[int] | None:
-    """The band numbers the model reads from a raster of ``count`` bands (None: the default
-    RGB choice of :func:`select_bands`), or GeosamError when the raster lacks them."""
-    bands = manifest.get("bands")
-    if bands:
-        if max(bands) > count:
-            raise GeosamError(
-                f"the model reads bands {','.join(map(str, bands))} but raster {path} has "
-                f"{count}: give a raster of the sensor the model was trained on"
-            )
-        return list(bands)
-    if count == 2:
-        raise GeosamError(
-            f"raster {path} has 2 bands but the model reads RGB (3 bands) or grey (1 band)"
-        )
-    return None
-
-
-def stretch_method(manifest: Mapping[str, Any]) -> str:
-    """``"none"`` (the model was trained on uint8 as it is) or ``"percentile"``."""
-    return (manifest.get("stretch") or {}).get("method", "none")
 
 
 class WindowReader:
@@ -55,19 +34,12 @@ class WindowReader:
     def __init__(self, path: Path, manifest: Mapping[str, Any]) -> None:
         try:
             with rasterio.open(path) as ds:
-                count = ds.count
+                colours = [colour.name for colour in ds.colorinterp]
         except RasterioIOError as exc:
             raise GeosamError(f"cannot read raster {path}: {str(exc).splitlines()[0]}") from None
-        self.source: RasterSource = open_source(path, model_bands(manifest, count, path))
-        method = stretch_method(manifest)
-        if method == "none" and self.source.dtype != "uint8":
-            raise GeosamError(
-                f"raster {path} is {self.source.dtype} but the model was trained on uint8 images "
-                "without a stretch: convert it (gdal_translate -ot Byte -scale) or use a model "
-                "tuned on this kind of raster"
-            )
-        if method not in ("none", "percentile"):
-            raise GeosamError(f"the model's stretch method {method!r} is unknown to this geosam")
+        name = f"raster {path}"
+        self.source: RasterSource = open_source(path, model_bands(manifest, colours, name))
+        stretch_method(manifest, self.source.dtype, name)
         self.path = path
         self.dataset = rasterio.open(path)
 

@@ -2,10 +2,10 @@
 
 QGIS's Python has GDAL but not rasterio, so this is ``geosam segment``'s window reader
 (geosam/segment/reader.py) redone on ``osgeo.gdal``: the same checks of the raster against
-the model's manifest (bands, dtype, stretch) made once when the raster is opened, the same
-band choice, percentile stretch from a decimated sample, and bilinear resampling of each
-window to its output size by GDAL's RasterIO, so the plugin feeds the model what the CLI
-feeds it. Every read opens its own dataset handle: GDAL handles are not thread-safe, and
+the model's manifest (bands, dtype, stretch: :mod:`.runtime.bands`, shared with it) made once
+when the raster is opened, percentile stretch from a decimated sample, and bilinear resampling
+of each window to its output size by GDAL's RasterIO, so the plugin feeds the model what the
+CLI feeds it. Every read opens its own dataset handle: GDAL handles are not thread-safe, and
 windows are read in a QgsTask while the map canvas keeps using the layer.
 
 Errors are :class:`GeosamError` naming the layer, since GDAL's Python bindings are used
@@ -22,13 +22,13 @@ from osgeo import gdal
 from qgis.core import QgsCoordinateReferenceSystem, QgsPointXY, QgsRasterLayer, QgsUnitTypes
 
 from .measure import ellipsoidal, length_m
+from .runtime.bands import model_bands, stretch_method
 from .runtime.errors import GeosamError
 from .runtime.stretch import PERCENTILES, Stretch
 from .runtime.windows import GeoTransform, Window, pixel_to_map
 
 # A decimated read of at most this many pixels per band gives stable percentiles.
 SAMPLE_PIXELS = 1024 * 1024
-RGB = (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand)
 
 
 class RasterWindows:
@@ -142,33 +142,13 @@ class RasterWindows:
 
 
 def select_bands(dataset: gdal.Dataset, manifest: Mapping[str, Any], name: str) -> list[int]:
-    """The 1 or 3 band numbers the model reads, chosen as ``geosam tile`` chose them.
-
-    The manifest's bands when it names them; otherwise a 1-band raster is grey, a raster whose
-    colour interpretation names red, green and blue gives those, and any other raster with at
-    least 3 bands gives its first three.
-    """
-    count = dataset.RasterCount
-    bands = manifest.get("bands")
-    if bands:
-        if max(bands) > count:
-            raise GeosamError(
-                f"the model reads bands {','.join(map(str, bands))} but raster layer {name} has "
-                f"{count}: give a raster of the sensor the model was trained on"
-            )
-        return list(bands)
-    if count == 1:
-        return [1]
-    interpretation = [
-        dataset.GetRasterBand(b).GetColorInterpretation() for b in range(1, count + 1)
+    """The 1 or 3 band numbers the model reads, as :func:`.runtime.bands.model_bands` (the
+    CLI's choice too) makes it from the bands' colour interpretations."""
+    colours = [
+        gdal.GetColorInterpretationName(dataset.GetRasterBand(b).GetColorInterpretation())
+        for b in range(1, dataset.RasterCount + 1)
     ]
-    if all(colour in interpretation for colour in RGB):
-        return [interpretation.index(colour) + 1 for colour in RGB]
-    if count >= 3:
-        return [1, 2, 3]
-    raise GeosamError(
-        f"raster layer {name} has {count} bands but the model reads RGB (3 bands) or grey (1)"
-    )
+    return model_bands(manifest, colours, f"raster layer {name}")
 
 
 def raster_stretch(
@@ -179,20 +159,10 @@ def raster_stretch(
     A model tuned on one uint16 scene must see another scene's 2nd-98th percentiles mapped the
     same way, not the training scene's values, so the numbers are computed here.
     """
-    method = (manifest.get("stretch") or {}).get("method", "none")
-    is_byte = all(dataset.GetRasterBand(b).DataType == gdal.GDT_Byte for b in bands)
-    if method == "none":
-        if not is_byte:
-            dtype = gdal.GetDataTypeName(dataset.GetRasterBand(bands[0]).DataType)
-            raise GeosamError(
-                f"raster layer {name} is {dtype} but the model was trained on 8-bit images "
-                "without a stretch: convert it (Raster → Conversion → Translate, output Byte "
-                "with scaling) or use a model tuned on this kind of raster"
-            )
-        return Stretch()
-    if method != "percentile":
-        raise GeosamError(f"the model's stretch method {method!r} is unknown to this plugin")
-    if is_byte:
+    dtypes = {gdal.GetDataTypeName(dataset.GetRasterBand(b).DataType) for b in bands}
+    dtype = "Byte" if dtypes == {"Byte"} else ",".join(sorted(dtypes - {"Byte"}))
+    method = stretch_method(manifest, dtype, f"raster layer {name}")
+    if method == "none" or dtype == "Byte":
         return Stretch()
     width, height = dataset.RasterXSize, dataset.RasterYSize
     scale = max(1.0, (width * height / SAMPLE_PIXELS) ** 0.5)
