@@ -6,6 +6,7 @@ it was trained on, and refuse the same rasters with the same reasons. So the dec
 here, on what a reader can tell of a raster (band count, colour interpretations, whether it is
 8-bit), and the readers only do the I/O. Band numbers are 1-based, as GDAL and rasterio count.
 
+:func:`model_image` is the last step both share, from stretched bands to the encoder's image.
 No I/O and no rasterio or GDAL: this folder is copied into the QGIS plugin.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from .errors import GeosamError
 
@@ -76,3 +79,14 @@ def stretch_method(manifest: Mapping[str, Any], dtype: str, raster: str) -> str:
             "kind of raster"
         )
     return method
+
+
+def model_image(bands: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """The (H, W, 3) uint8 image the encoder takes, from a window's selected and stretched
+    (1 or 3, H, W) uint8 ``bands``: a grey band repeated as RGB, and pixels outside ``valid``
+    (H, W) set to 0, as tiling writes nodata into training chips."""
+    if bands.shape[0] == 1:
+        bands = np.repeat(bands, 3, axis=0)
+    if valid is not None:
+        bands[:, ~valid] = 0
+    return np.ascontiguousarray(bands.transpose(1, 2, 0))

@@ -23,7 +23,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioIOError
 
 from geosam.data.tiling.rasters import RasterSource, ground_resolution, open_source
-from geosam.runtime.bands import model_bands, stretch_method
+from geosam.runtime.bands import model_bands, model_image, stretch_method
 from geosam.runtime.windows import GeoTransform, Window
 from geosam.utils.errors import GeosamError
 
@@ -78,13 +78,7 @@ class WindowReader:
             )
         except RasterioIOError as exc:
             raise self._read_error(window, exc) from None
-        image = self.source.stretch.apply(data)
-        if image.shape[0] == 1:
-            image = np.repeat(image, 3, axis=0)
-        valid = self.valid(window)
-        if valid is not None:
-            image[:, ~valid] = 0
-        return np.ascontiguousarray(image.transpose(1, 2, 0))
+        return model_image(self.source.stretch.apply(data), self.valid(window))
 
     def valid(self, window: Window) -> np.ndarray | None:
         """The (out_height, out_width) mask of pixels valid in every band, None when the raster

@@ -22,7 +22,7 @@ from osgeo import gdal
 from qgis.core import QgsCoordinateReferenceSystem, QgsPointXY, QgsRasterLayer, QgsUnitTypes
 
 from .measure import ellipsoidal, length_m
-from .runtime.bands import model_bands, stretch_method
+from .runtime.bands import model_bands, model_image, stretch_method
 from .runtime.errors import GeosamError
 from .runtime.stretch import PERCENTILES, Stretch
 from .runtime.windows import GeoTransform, Window, pixel_to_map
@@ -107,13 +107,7 @@ class RasterWindows:
         if data is None:
             raise self._error(f"cannot read pixels at {window}")
         data = data.reshape(len(self.bands), window.out_height, window.out_width)
-        image = self.stretch.apply(data)
-        if image.shape[0] == 1:
-            image = np.repeat(image, 3, axis=0)
-        valid = self.valid(window)
-        if valid is not None:
-            image[:, ~valid] = 0
-        return np.ascontiguousarray(image.transpose(1, 2, 0))
+        return model_image(self.stretch.apply(data), self.valid(window))
 
     def valid(self, window: Window) -> np.ndarray | None:
         """The (out_height, out_width) mask of pixels valid in every band; None when the raster
