@@ -39,7 +39,7 @@ CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
 ONNX_FILES = {ENCODER, DECODER, INT8[ENCODER], INT8[DECODER]}
 # The official SAM ONNX decoder interface for a 256 px model: 16x16 embeddings, 64x64 masks.
 DECODER_INPUTS = {
-    "image_embeddings": [1, 256, 16, 16],
+    "image_embeddings": [1, 64, 16, 16],
     "point_coords": [1, "num_points", 2],
     "point_labels": [1, "num_points"],
     "mask_input": [1, 1, 64, 64],
@@ -111,7 +111,7 @@ def test_model_directory(exported: tuple[Path, str, dict], run: Path) -> None:
     assert manifest["format"] == "geosam-model/1"
     assert manifest["model_type"] == "tiny"
     assert manifest["input_size"] == 256
-    assert manifest["embedding_shape"] == [1, 256, 16, 16]
+    assert manifest["embedding_shape"] == [1, 64, 16, 16]
     assert manifest["opset"] == 17
     assert manifest["weights_sha256"] == sha256_file(run / "model_best.pth")
     assert manifest["base_checkpoint_sha256"] is None
@@ -140,7 +140,7 @@ def test_decoder_interface(exported: tuple[Path, str, dict], name: str) -> None:
     assert [i.name for i in model.graph.input] == list(DECODER_INPUTS)
     assert [o.name for o in model.graph.output] == DECODER_OUTPUTS
     decoder = session(exported[0] / name)
-    embeddings = np.random.default_rng(0).standard_normal((1, 256, 16, 16))
+    embeddings = np.random.default_rng(0).standard_normal((1, 64, 16, 16))
     for points in (1, 7):
         prompt = Prompt(coords=np.full((points, 2), 100.0), labels=np.ones(points))
         masks, iou, low_res = decoder.run(None, prompt.onnx_feeds(embeddings, (300, 200)))
@@ -153,7 +153,7 @@ def test_encoder_interface(exported: tuple[Path, str, dict]) -> None:
     model = onnx.load(str(exported[0] / ENCODER))
     assert [(i.name, shape(i)) for i in model.graph.input] == [("image", [1, 3, 256, 256])]
     assert [(o.name, shape(o)) for o in model.graph.output] == [
-        ("image_embeddings", [1, 256, 16, 16])
+        ("image_embeddings", [1, 64, 16, 16])
     ]
 
 
@@ -176,7 +176,7 @@ def test_decoder_parity_any_image_size(
 
     input_size = preprocess_shape(*original_size, 256)
     embeddings = torch.from_numpy(
-        np.random.default_rng(1).standard_normal((1, 256, 16, 16)).astype(np.float32)
+        np.random.default_rng(1).standard_normal((1, 64, 16, 16)).astype(np.float32)
     )
     h, w = input_size
     prompt = Prompt(box=np.array([w * 0.2, h * 0.2, w * 0.7, h * 0.8]))

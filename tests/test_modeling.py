@@ -75,22 +75,22 @@ def vit_b_checkpoint(tmp_path_factory) -> tuple[str, dict[str, torch.Tensor]]:
 @pytest.mark.parametrize("image_size", [256, 320])
 def test_tiny_forward_box_and_points(image_size):
     model = build_model(tiny_cfg("INPUT.IMAGE_SIZE", str(image_size))).eval()
-    grid = image_size // 16
+    grid, width = image_size // 16, SAM_SPECS["tiny"].prompt_embed_dim
     with torch.no_grad():
         embedding = model.image_encoder(torch.randn(1, 3, image_size, image_size))
-        assert embedding.shape == (1, 256, grid, grid)
+        assert embedding.shape == (1, width, grid, grid)
         image_pe = model.prompt_encoder.get_dense_pe()
 
         boxes = torch.tensor([[10.0, 20.0, 120.0, 90.0]] * 4)
         sparse, dense = model.prompt_encoder(points=None, boxes=boxes, masks=None)
-        assert sparse.shape == (4, 2, 256) and dense.shape == (4, 256, grid, grid)
+        assert sparse.shape == (4, 2, width) and dense.shape == (4, width, grid, grid)
         masks, iou = model.mask_decoder(embedding, image_pe, sparse, dense, False)
         assert masks.shape == (4, 1, 4 * grid, 4 * grid) and iou.shape == (4, 1)
 
         coords = torch.rand(3, 5, 2) * image_size
         labels = torch.tensor([[1, 1, 1, 0, 0]] * 3)
         sparse, dense = model.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        assert sparse.shape == (3, 6, 256)  # a padding point is added when there is no box
+        assert sparse.shape == (3, 6, width)  # a padding point is added when there is no box
         masks, iou = model.mask_decoder(embedding, image_pe, sparse, dense, True)
         assert masks.shape == (3, 3, 4 * grid, 4 * grid) and iou.shape == (3, 3)
         assert torch.isfinite(masks).all()
@@ -234,13 +234,13 @@ def test_missing_unexpected_and_misshapen_keys(tiny_checkpoint, tmp_path):
     _, saved = tiny_checkpoint
     cases = {
         "missing": {k: v for k, v in saved.items() if k != "mask_decoder.iou_token.weight"},
-        "unexpected": {**saved, "mask_decoder.hq_token.weight": torch.zeros(1, 256)},
-        "shape": {**saved, "mask_decoder.iou_token.weight": torch.zeros(2, 256)},
+        "unexpected": {**saved, "mask_decoder.hq_token.weight": torch.zeros(1, 64)},
+        "shape": {**saved, "mask_decoder.iou_token.weight": torch.zeros(2, 64)},
     }
     expected = {
         "missing": "1 missing keys (mask_decoder.iou_token.weight)",
         "unexpected": "1 unexpected keys (mask_decoder.hq_token.weight)",
-        "shape": "mask_decoder.iou_token.weight has shape (2, 256), the model (1, 256)",
+        "shape": "mask_decoder.iou_token.weight has shape (2, 64), the model (1, 64)",
     }
     for name, state_dict in cases.items():
         bad = tmp_path / f"{name}.pth"

@@ -23,16 +23,14 @@ from segment_anything.modeling import (
 
 from geosam.utils.errors import GeosamError
 
-# Shared by every SAM size: 16 px patches, a 256-d prompt and decoder width, 16-channel mask
-# prompts, a two-layer two-way transformer. The decoder is identical across sizes, so the tiny
-# model exercises SAM's real decoder; only its embedding grid (image size / 16) is smaller.
+# Shared by every SAM size: 16 px patches, 16-channel mask prompts, a two-layer two-way
+# transformer with three multimask outputs. The official sizes also share the decoder's width
+# (256); the tiny model keeps SAM's decoder classes at a quarter of it (see SAM_SPECS).
 PATCH_SIZE = 16
-PROMPT_EMBED_DIM = 256
 MASK_IN_CHANS = 16
 DECODER_DEPTH = 2
-DECODER_MLP_DIM = 2048
-DECODER_NUM_HEADS = 8
 NUM_MULTIMASK_OUTPUTS = 3
+IOU_HEAD_HIDDEN_DIM = 256
 
 
 @dataclass(frozen=True)
@@ -45,6 +43,11 @@ class SamSpec:
     # Blocks with global attention; the others attend within windows of encoder_window_size.
     encoder_global_attn_indexes: tuple[int, ...]
     encoder_window_size: int = 14
+    # The prompt embeddings', image embeddings' and decoder transformer's width, and the
+    # transformer's MLP width and heads: SAM's decoder for every official size.
+    prompt_embed_dim: int = 256
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
     # The official file name, to tell users which file MODEL.CHECKPOINT wants.
     official_checkpoint: str = ""
 
@@ -54,9 +57,20 @@ SAM_SPECS: dict[str, SamSpec] = {
     "vit_l": SamSpec(1024, 24, 16, (5, 11, 17, 23), official_checkpoint="sam_vit_l_0b3195.pth"),
     "vit_h": SamSpec(1280, 32, 16, (7, 15, 23, 31), official_checkpoint="sam_vit_h_4b8939.pth"),
     # Two blocks, windowed then global as each quarter of ViT-B ends; windows of 8 tile the 16x16
-    # patch grid of a 256 px input into 4. 0.8M encoder parameters (most in the neck up to
-    # the decoder's 256 channels), so CPU tests and the demo run in seconds.
-    "tiny": SamSpec(64, 2, 2, (1,), encoder_window_size=8),
+    # patch grid of a 256 px input into 4. The decoder is SAM's at width 64: the decoder runs
+    # once per prompt over the whole embedding grid, and at width 256 it made a CPU training
+    # step 3x slower (1.1 vs 0.35 s for 4 chips x 8 prompts), which a model trained from
+    # scratch in the demo and the quality benchmark cannot afford. 0.5M parameters in all.
+    "tiny": SamSpec(
+        64,
+        2,
+        2,
+        (1,),
+        encoder_window_size=8,
+        prompt_embed_dim=64,
+        decoder_mlp_dim=512,
+        decoder_num_heads=4,
+    ),
 }
 
 
@@ -91,7 +105,7 @@ def build_sam(
             depth=spec.encoder_depth,
             num_heads=spec.encoder_num_heads,
             mlp_ratio=4,
-            out_chans=PROMPT_EMBED_DIM,
+            out_chans=spec.prompt_embed_dim,
             qkv_bias=True,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
             use_rel_pos=True,
@@ -99,22 +113,22 @@ def build_sam(
             global_attn_indexes=spec.encoder_global_attn_indexes,
         ),
         prompt_encoder=PromptEncoder(
-            embed_dim=PROMPT_EMBED_DIM,
+            embed_dim=spec.prompt_embed_dim,
             image_embedding_size=(grid, grid),
             input_image_size=(image_size, image_size),
             mask_in_chans=MASK_IN_CHANS,
         ),
         mask_decoder=MaskDecoder(
-            transformer_dim=PROMPT_EMBED_DIM,
+            transformer_dim=spec.prompt_embed_dim,
             transformer=TwoWayTransformer(
                 depth=DECODER_DEPTH,
-                embedding_dim=PROMPT_EMBED_DIM,
-                mlp_dim=DECODER_MLP_DIM,
-                num_heads=DECODER_NUM_HEADS,
+                embedding_dim=spec.prompt_embed_dim,
+                mlp_dim=spec.decoder_mlp_dim,
+                num_heads=spec.decoder_num_heads,
             ),
             num_multimask_outputs=NUM_MULTIMASK_OUTPUTS,
             iou_head_depth=3,
-            iou_head_hidden_dim=256,
+            iou_head_hidden_dim=IOU_HEAD_HIDDEN_DIM,
         ),
         pixel_mean=list(pixel_mean),
         pixel_std=list(pixel_std),
