@@ -383,6 +383,43 @@ def export_onnx(
     click.echo(f"model: {result.model_dir} ({', '.join(result.manifest['files'])})")
 
 
+@cli.command("export-checkpoint", context_settings={"ignore_unknown_options": True})
+@_model_source_options("export")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The .pth file to write.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+@click.argument("opts", nargs=-1, type=click.UNPROCESSED)
+def export_checkpoint(
+    run_dir: Path | None,
+    config_file: Path | None,
+    weights: str,
+    output: Path,
+    overwrite: bool,
+    opts: tuple[str, ...],
+) -> None:
+    """Write a model (base plus trained weights) as an official-format SAM checkpoint, e.g. a
+    tiny SAM trained from scratch (configs/tiny_pretrain.yaml) to fine-tune from with
+    MODEL.CHECKPOINT, or a tuned ViT for other SAM tools."""
+    from geosam.engine.evaluate import build_tuned_model
+    from geosam.modeling import build_model, save_sam_checkpoint
+
+    if output.exists() and not overwrite:
+        raise GeosamError(f"{output} exists: pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        raise GeosamError(f"folder {output.parent} of -o {output} does not exist")
+    cfg, tuned = _load_model_source(run_dir, config_file, weights, opts)
+    model = build_model(cfg)
+    if tuned is not None:
+        model = build_tuned_model(model, cfg, tuned.path)
+    save_sam_checkpoint(model, output)
+    click.echo(f"checkpoint: {output} ({cfg.MODEL.TYPE}, {cfg.INPUT.IMAGE_SIZE} px)")
+
+
 @cli.command()
 @click.argument("raster", type=click.Path(path_type=Path))
 @click.option(

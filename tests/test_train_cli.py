@@ -156,3 +156,47 @@ def test_nan_loss_stops_with_one_line(tiles: Path, tmp_path: Path) -> None:
         "0",
     )
     one_error(code, stderr, "NaN")
+
+
+def test_a_model_trained_from_scratch_becomes_a_checkpoint_to_fine_tune(
+    tiles: Path, tmp_path: Path
+) -> None:
+    """configs/tiny_pretrain.yaml trains every part; export-checkpoint writes the official
+    format, which configs/tiny.yaml then loads as MODEL.CHECKPOINT like a real SAM's."""
+    pretrain = tmp_path / "pretrain"
+    code, stderr = _invoke(
+        "train", "--quiet", "--config-file", "configs/tiny_pretrain.yaml",
+        "DATASETS.TRAIN", str(tiles), "OUTPUT_DIR", str(pretrain), *FAST,
+    )  # fmt: skip
+    assert code == 0, stderr
+    weights = torch.load(pretrain / "model_final.pth", weights_only=True)["state_dict"]
+    assert {name.split(".")[0] for name in weights} == {
+        "image_encoder",
+        "prompt_encoder",
+        "mask_decoder",
+    }
+
+    checkpoint = tmp_path / "sam_tiny_pretrained.pth"
+    export = ["export-checkpoint", "--run", str(pretrain), "--weights", "final", "-o"]
+    code, stderr = _invoke(*export, str(checkpoint))
+    assert code == 0, stderr
+    state_dict = torch.load(checkpoint, weights_only=True)
+    assert "format" not in state_dict  # a plain Sam.state_dict(), buffers included
+    assert "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix" in state_dict
+    for name, tensor in weights.items():
+        assert torch.equal(state_dict[name], tensor), name
+    one_error(*_invoke(*export, str(checkpoint)), "exists", "--overwrite")
+
+    run = tmp_path / "tuned"
+    code, stderr = train(
+        "DATASETS.TRAIN", str(tiles), "OUTPUT_DIR", str(run), "MODEL.CHECKPOINT",
+        str(checkpoint), *FAST,
+    )  # fmt: skip
+    assert code == 0, stderr
+    tuned = torch.load(run / "model_final.pth", weights_only=True)
+    assert tuned["base_checkpoint_sha256"] is not None
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stderr

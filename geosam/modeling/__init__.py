@@ -9,6 +9,7 @@ from geosam.modeling.checkpoint import (
     load_state_dict_checked,
     load_trained_weights,
     read_sam_checkpoint,
+    save_sam_checkpoint,
     save_trained_weights,
     sha256_file,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "load_trained_weights",
     "model_type_of",
     "read_sam_checkpoint",
+    "save_sam_checkpoint",
     "save_trained_weights",
     "set_trainable",
     "sha256_file",

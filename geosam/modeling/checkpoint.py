@@ -148,7 +148,22 @@ def save_trained_weights(
         "encoder_trainable_blocks": cfg.MODEL.ENCODER_TRAINABLE_BLOCKS,
         "state_dict": state_dict,
     }
-    target = Path(path)
+    _save_atomically(payload, Path(path))
+
+
+def save_sam_checkpoint(model: Sam, path: str | os.PathLike) -> None:
+    """Write ``model``'s whole ``state_dict`` in the official checkpoint format, atomically.
+
+    What a model trained from scratch or fully fine-tuned becomes for everything that takes a
+    SAM checkpoint: MODEL.CHECKPOINT of another run (the stand-in foundation model that
+    configs/tiny_pretrain.yaml trains), or ``segment_anything``'s own ``sam_model_registry``
+    for the official sizes.
+    """
+    state_dict = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    _save_atomically(state_dict, Path(path))
+
+
+def _save_atomically(payload: dict[str, Any], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as f:
         tmp = Path(f.name)
