@@ -67,14 +67,7 @@ qgis-tests: $(QGIS_VENV)/.deps-installed $(QGIS_FIXTURES)/model/manifest.json $(
 		qgis_plugin/tests
 
 demo: install
-	$(BIN)/geosam synth -o $(DEMO_DIR)/scene --size 2048 --seed 0
-	$(BIN)/geosam tile $(DEMO_DIR)/scene/scene.tif --labels $(DEMO_DIR)/scene/parcels.gpkg \
-		--id-field parcel_id -o $(DEMO_DIR)/tiles --tile-size 512 --overlap 64 --overwrite --quiet
-	$(BIN)/geosam train --quiet --overwrite --config-file configs/tiny.yaml \
-		DATASETS.TRAIN $(DEMO_DIR)/tiles OUTPUT_DIR $(DEMO_DIR)/run SOLVER.MAX_EPOCHS 10
-	$(BIN)/geosam evaluate --quiet --run $(DEMO_DIR)/run --dataset $(DEMO_DIR)/tiles
-	@echo "demo: scene $(DEMO_DIR)/scene, tiles $(DEMO_DIR)/tiles (preview.png, footprints.gpkg),"
-	@echo "      run $(DEMO_DIR)/run, evaluation $(DEMO_DIR)/run/eval-tiles-val (metrics.md, examples.png)"
+	$(BIN)/geosam demo -o $(DEMO_DIR) --overwrite
 
 clean:
 	rm -rf $(DEMO_DIR) build dist *.egg-info

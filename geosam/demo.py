@@ -1,0 +1,274 @@
+"""``geosam demo``: every stage of geosam, end to end, on a synthetic scene, in minutes on a CPU.
+
+synthetic scene → tile → train → evaluate → export-onnx → segment, each through the same
+functions as its command, so the demo shows what the commands do and breaks when they break.
+Without a checkpoint it trains the tiny SAM from scratch (configs/tiny_pretrain.yaml's recipe:
+every part trains, BCE + Dice), so "base" is a random model and "tuned" is what a few minutes
+of CPU training reach. With an official checkpoint it fine-tunes that model's decoder on cached
+embeddings instead (configs/sam_vit_b_decoder.yaml's recipe), the way a user tunes real SAM.
+
+The segment stage prompts one point inside each parcel of the validation area (held out from
+training by the tile split) and scores the polygons against the true parcels: the round trip
+from training to the GIS file a user opens.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import matplotlib.pyplot as plt
+import numpy as np
+import rasterio
+import shapely
+from rasterio.enums import Resampling
+from yacs.config import CfgNode
+
+from geosam.config import load_config
+from geosam.data.synthetic import make_scene
+from geosam.data.tiling import TileParams, tile_dataset
+from geosam.engine.evaluate import default_output_dir, evaluate, load_run
+from geosam.engine.launch import launch_training
+from geosam.export import export_onnx
+from geosam.modeling.sam import SAM_SPECS
+from geosam.segment import SegmentParams, segment
+from geosam.utils.errors import GeosamError
+from geosam.utils.visualize import save_figure
+
+logger = logging.getLogger(__name__)
+
+ID_FIELD = "parcel_id"
+# Training recipes, as config overrides of the defaults (the demo must run from an installed
+# package, where configs/ is not at hand). The tiny one is configs/tiny_pretrain.yaml's.
+TINY_RECIPE = (
+    ("MODEL.TYPE", "tiny"),
+    ("MODEL.TRAINABLE", "[image_encoder, prompt_encoder, mask_decoder]"),
+    ("INPUT.IMAGE_SIZE", "256"),
+    ("INPUT.BOX_JITTER_MAX_PX", "5"),
+    ("INPUT.MAX_INSTANCES", "8"),
+    ("DATALOADER.NUM_WORKERS", "0"),
+    ("SOLVER.BASE_LR", "1e-3"),
+    ("SOLVER.WARMUP_ITERS", "50"),
+    ("LOSS.FOCAL_WEIGHT", "1.0"),
+    ("LOSS.FOCAL_ALPHA", "-1.0"),
+    ("LOSS.FOCAL_GAMMA", "0.0"),
+)
+# Decoder-only fine-tuning of an official checkpoint. No flips or rotations: each would be
+# another encoder pass per chip to cache (10-20 s each for ViT-B on a CPU).
+CHECKPOINT_RECIPE = (
+    ("INPUT.IMAGE_SIZE", "1024"),
+    ("INPUT.HFLIP", "False"),
+    ("INPUT.VFLIP", "False"),
+    ("INPUT.ROT90", "False"),
+    ("DATALOADER.NUM_WORKERS", "0"),
+    ("SOLVER.BASE_LR", "5e-5"),
+    ("SOLVER.WARMUP_ITERS", "10"),
+)
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    """The demo's knobs. ``epochs`` and ``tile_size`` None: the recipe's (tiny: 24 epochs of
+    256 px tiles, about 4 minutes of training on 2 cores; checkpoint: 4 epochs of 1024 px)."""
+
+    checkpoint: Path | None = None
+    model_type: str | None = None
+    scene_size: int = 2048
+    seed: int = 0
+    epochs: int | None = None
+    tile_size: int | None = None
+
+
+@dataclass
+class DemoResult:
+    """Where everything went, and the numbers worth printing."""
+
+    output: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+    table: str = ""
+    polygon_iou: float = float("nan")
+    polygons: int = 0
+    prompts: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def checkpoint_model_type(checkpoint: Path, model_type: str | None) -> str:
+    """MODEL.TYPE for ``checkpoint``: as given, or from the official file name."""
+    if model_type is not None:
+        return model_type
+    for name, spec in SAM_SPECS.items():
+        if spec.official_checkpoint and spec.official_checkpoint == checkpoint.name:
+            return name
+    known = ", ".join(s.official_checkpoint for s in SAM_SPECS.values() if s.official_checkpoint)
+    raise GeosamError(
+        f"cannot tell the model type of {checkpoint} from its name (not one of {known}): "
+        "give --model-type vit_b, vit_l or vit_h"
+    )
+
+
+def training_config(params: DemoParams, tiles: Path, run_dir: Path) -> CfgNode:
+    """The demo's training config: a recipe, the dataset, the run folder, the epochs."""
+    if params.checkpoint is None:
+        recipe, epochs = TINY_RECIPE, params.epochs or 24
+        eval_period = max(1, epochs // 4)
+    else:
+        if not params.checkpoint.is_file():
+            raise GeosamError(f"--checkpoint {params.checkpoint} not found")
+        model_type = checkpoint_model_type(params.checkpoint, params.model_type)
+        recipe = (
+            ("MODEL.TYPE", model_type),
+            ("MODEL.CHECKPOINT", str(params.checkpoint)),
+            *CHECKPOINT_RECIPE,
+        )
+        epochs, eval_period = params.epochs or 4, 1
+    opts = [item for pair in recipe for item in pair]
+    opts += ["DATASETS.TRAIN", str(tiles), "OUTPUT_DIR", str(run_dir), "SEED", str(params.seed)]
+    opts += ["SOLVER.MAX_EPOCHS", str(epochs), "TEST.EVAL_PERIOD", str(eval_period)]
+    return load_config(None, opts)
+
+
+def val_area_prompts(labels: Path, footprints: Path, out: Path) -> gpd.GeoDataFrame:
+    """One point inside each parcel whose interior lies in the validation tiles, written to
+    ``out`` (with the parcel's id) and returned with the parcels' polygons beside."""
+    parcels = gpd.read_file(labels, layer="parcels")
+    tiles = gpd.read_file(footprints)
+    val_area = shapely.union_all(tiles.loc[tiles["split"] == "val"].to_crs(parcels.crs).geometry)
+    points = parcels.geometry.representative_point()
+    chosen = parcels.loc[points.within(val_area)]
+    if chosen.empty:
+        raise GeosamError("the validation tiles hold no parcel: use a larger --scene-size")
+    prompts = gpd.GeoDataFrame(
+        {ID_FIELD: chosen[ID_FIELD].to_numpy()},
+        geometry=points.loc[chosen.index].to_numpy(),
+        crs=parcels.crs,
+    )
+    prompts.to_file(out, layer="prompts", engine="pyogrio")
+    return chosen
+
+
+def polygon_iou(result: gpd.GeoDataFrame, truth: gpd.GeoDataFrame) -> np.ndarray:
+    """IoU of each true parcel with the polygon segmented from its prompt (0 where none)."""
+    predicted = result.to_crs(truth.crs).dissolve(by=ID_FIELD).geometry
+    truth_geometry = truth.set_index(ID_FIELD).geometry
+    matched = predicted.reindex(truth_geometry.index)
+    found = matched.notna().to_numpy()
+    ious = np.zeros(len(truth_geometry))
+    a, b = truth_geometry.to_numpy()[found], matched.to_numpy()[found]
+    ious[found] = shapely.area(shapely.intersection(a, b)) / shapely.area(shapely.union(a, b))
+    return ious
+
+
+def render_result(
+    raster: Path, truth: gpd.GeoDataFrame, result: gpd.GeoDataFrame, prompts: Path, out: Path
+) -> None:
+    """The validation area: raster, true parcels (white outlines), segmented polygons
+    (orange), prompts (cyan points)."""
+    xmin, ymin, xmax, ymax = truth.total_bounds
+    fig, ax = plt.subplots(figsize=(9, 9))
+    with rasterio.open(raster) as src:
+        window = rasterio.windows.from_bounds(xmin, ymin, xmax, ymax, src.transform)
+        scale = max(1, round(max(window.width, window.height) / 1500))
+        shape = (src.count, int(window.height // scale), int(window.width // scale))
+        image = src.read(window=window, out_shape=shape, resampling=Resampling.average)
+        bounds = rasterio.windows.bounds(window, src.transform)
+    ax.imshow(np.moveaxis(image[:3], 0, -1), extent=(bounds[0], bounds[2], bounds[1], bounds[3]))
+    result.to_crs(truth.crs).plot(ax=ax, color="orange", alpha=0.45, edgecolor="orange")
+    truth.boundary.plot(ax=ax, color="white", linewidth=0.8)
+    gpd.read_file(prompts).to_crs(truth.crs).plot(ax=ax, color="cyan", markersize=6)
+    ax.set_xlim(xmin, xmax)
+    ax.set_ylim(ymin, ymax)
+    ax.set_axis_off()
+    ax.set_title("geosam demo: segmented parcels (orange) vs true parcels (white), val area")
+    save_figure(fig, out)
+
+
+def run_demo(
+    output: Path,
+    params: DemoParams = DemoParams(),
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    announce: Callable[[str], Any] = logger.info,
+) -> DemoResult:
+    """Run every stage into ``output`` (refused if it holds anything, unless ``overwrite``);
+    ``announce`` gets one line as each stage starts."""
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise GeosamError(f"{output} is not empty: pass --overwrite to replace it")
+        shutil.rmtree(output)
+    output.mkdir(parents=True, exist_ok=True)
+    result = DemoResult(output)
+    paths = result.paths
+    paths.update(
+        scene=output / "scene",
+        tiles=output / "tiles",
+        run=output / "run",
+        model=output / "model",
+        prompts=output / "prompts.gpkg",
+        parcels=output / "parcels.shp",
+        picture=output / "parcels.png",
+    )
+    # validate the training options before minutes of work
+    cfg = training_config(params, paths["tiles"], paths["run"])
+    tile_size = params.tile_size or (256 if params.checkpoint is None else 1024)
+
+    def stage(name: str, what: str) -> Callable[[], None]:
+        announce(f"demo: {what}")
+        start = time.perf_counter()
+        return lambda: result.seconds.__setitem__(name, time.perf_counter() - start)
+
+    done = stage("synth", f"synthetic {params.scene_size} px scene → {paths['scene']}")
+    scene = make_scene(paths["scene"], params.scene_size, params.seed, progress=progress)
+    done()
+
+    done = stage("tile", f"tiles of {tile_size} px → {paths['tiles']}")
+    tile_dataset(
+        [str(scene.raster)],
+        scene.labels,
+        paths["tiles"],
+        TileParams(tile_size=tile_size, overlap=tile_size // 8, seed=params.seed),
+        id_field=ID_FIELD,
+        progress=progress,
+    )
+    done()
+
+    done = stage("train", f"{cfg.MODEL.TYPE}, {cfg.SOLVER.MAX_EPOCHS} epochs → {paths['run']}")
+    launch_training(cfg, progress=progress)
+    done()
+
+    done = stage("evaluate", "base vs tuned vs box-fill on the val tiles")
+    run_cfg, weights = load_run(paths["run"], "best")
+    evaluation = evaluate(
+        run_cfg,
+        paths["tiles"],
+        "val",
+        default_output_dir(paths["run"], paths["tiles"], "val"),
+        weights=weights,
+        progress=progress,
+    )
+    result.table = evaluation.table
+    paths["evaluation"] = evaluation.output_dir
+    done()
+
+    done = stage("export", f"ONNX → {paths['model']}")
+    export_onnx(run_cfg, paths["model"], weights=weights.path)
+    done()
+
+    done = stage("segment", f"one point per val parcel → {paths['parcels']}")
+    truth = val_area_prompts(scene.labels, paths["tiles"] / "footprints.gpkg", paths["prompts"])
+    segmented = segment(
+        scene.raster, paths["model"], paths["prompts"], paths["parcels"], SegmentParams(),
+        progress=progress,
+    )  # fmt: skip
+    polygons = gpd.read_file(paths["parcels"])
+    result.prompts, result.polygons = segmented.prompts, segmented.polygons
+    result.polygon_iou = float(polygon_iou(polygons, truth).mean())
+    render_result(scene.raster, truth, polygons, paths["prompts"], paths["picture"])
+    done()
+    return result

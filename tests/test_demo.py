@@ -1,0 +1,72 @@
+"""geosam demo: every stage end to end on a small scene, and its bad input."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from geosam.cli import cli
+from geosam.demo import DemoParams, checkpoint_model_type, run_demo
+from geosam.utils.errors import GeosamError
+
+
+def test_demo_runs_every_stage(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    lines: list[str] = []
+    result = run_demo(
+        out, DemoParams(scene_size=768, epochs=1), progress=False, announce=lines.append
+    )
+    assert [line.split(":")[0] for line in lines] == ["demo"] * 6
+    assert set(result.seconds) == {"synth", "tile", "train", "evaluate", "export", "segment"}
+    for key in ("scene", "tiles", "run", "evaluation", "model", "prompts", "parcels", "picture"):
+        assert result.paths[key].exists(), key
+    assert (result.paths["evaluation"] / "metrics.md").is_file()
+    assert (result.paths["model"] / "decoder.onnx").is_file()
+    assert "box-fill" in result.table
+    parcels = gpd.read_file(result.paths["parcels"])
+    prompts = gpd.read_file(result.paths["prompts"])
+    assert 0 < result.polygons == len(parcels) <= result.prompts == len(prompts)
+    assert parcels.is_valid.all() and {"parcel_id", "score", "area_m2"} <= set(parcels.columns)
+    assert parcels.crs.equals(gpd.read_file(result.paths["scene"] / "parcels.gpkg").crs)
+    assert 0.0 <= result.polygon_iou <= 1.0 and not math.isnan(result.polygon_iou)
+
+
+def test_demo_refuses_a_used_folder_and_bad_options(tmp_path: Path) -> None:
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+
+    def error(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["demo", "--quiet", *args])
+        assert result.exit_code == 2, result.output
+        return result.stderr.strip().splitlines()[-1]
+
+    assert "--overwrite" in error("-o", str(used))
+    assert (used / "keep.txt").is_file()
+    assert "not found" in error("-o", str(tmp_path / "a"), "--checkpoint", "/nope/sam.pth")
+    assert "--scene-size" in error("-o", str(tmp_path / "b"), "--scene-size", "100")
+    assert "--epochs" in error("-o", str(tmp_path / "c"), "--epochs", "0")
+
+
+def test_checkpoint_type_from_the_official_name(tmp_path: Path) -> None:
+    assert checkpoint_model_type(Path("/x/sam_vit_h_4b8939.pth"), None) == "vit_h"
+    assert checkpoint_model_type(Path("/x/mine.pth"), "vit_l") == "vit_l"
+    with pytest.raises(GeosamError, match="--model-type"):
+        checkpoint_model_type(Path("/x/mine.pth"), None)
+
+
+def test_demo_with_a_checkpoint_tunes_its_decoder_on_cached_embeddings(tmp_path: Path) -> None:
+    from geosam.demo import training_config
+
+    checkpoint = tmp_path / "sam_vit_b_mine.pth"
+    torch.save({}, checkpoint)  # only its path matters to the recipe
+    params = DemoParams(checkpoint=checkpoint, model_type="vit_b")
+    cfg = training_config(params, tmp_path / "tiles", tmp_path / "run")
+    assert (cfg.MODEL.TYPE, cfg.MODEL.CHECKPOINT) == ("vit_b", str(checkpoint))
+    assert list(cfg.MODEL.TRAINABLE) == ["mask_decoder"] and cfg.CACHE.EMBEDDINGS
+    assert not (cfg.INPUT.HFLIP or cfg.INPUT.VFLIP or cfg.INPUT.ROT90)
