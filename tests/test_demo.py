@@ -67,6 +67,6 @@ def test_demo_with_a_checkpoint_tunes_its_decoder_on_cached_embeddings(tmp_path:
     torch.save({}, checkpoint)  # only its path matters to the recipe
     params = DemoParams(checkpoint=checkpoint, model_type="vit_b")
     cfg = training_config(params, tmp_path / "tiles", tmp_path / "run")
-    assert (cfg.MODEL.TYPE, cfg.MODEL.CHECKPOINT) == ("vit_b", str(checkpoint))
+    assert cfg.MODEL.TYPE == "vit_b" and Path(cfg.MODEL.CHECKPOINT) == checkpoint
     assert list(cfg.MODEL.TRAINABLE) == ["mask_decoder"] and cfg.CACHE.EMBEDDINGS
     assert not (cfg.INPUT.HFLIP or cfg.INPUT.VFLIP or cfg.INPUT.ROT90)
