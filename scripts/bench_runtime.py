@@ -12,7 +12,8 @@
 The ViT-B architecture is exported with random weights saved in the official checkpoint format
 (speed does not depend on the weights). ``--baseline MODEL_DIR`` also times 1. and 4. on
 another model folder of the same architecture (say, one exported before a change to the
-export), in the same run, so a change is compared under the same machine load.
+export), in the same run; decoders are timed in turns, so a change is compared under the
+same machine load.
 
     OMP_NUM_THREADS=1 python scripts/bench_runtime.py [--model vit_b] [--work DIR]
         [--baseline MODEL_DIR]
@@ -52,6 +53,19 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median seconds of each of ``fns``, timed in turns (one call of each per round), so
+    load from other processes on a shared machine weighs on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeat + 1):  # round 0 warms up
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def exported_model(work: Path, model_type: str) -> tuple[Path, torch.nn.Module]:
@@ -127,27 +141,30 @@ def main() -> None:
     slow = 2 if args.model != "tiny" else args.repeat
     tile = next(auto_tiling((size, size), (1.0, 1.0), None, size).windows())
     auto = AutoParams(points_per_side=args.auto_points)
+    auto_window = f"auto mode, {auto.points_per_side}² points, one window"
+    decoders: dict[str, Callable[[], object]] = {
+        "decoder, PyTorch": torch_decode,
+        "decoder, onnxruntime": ort_decode,
+    }
+    windows: dict[str, Callable[[], object]] = {
+        auto_window: lambda: window_masks(runtime, embedding, tile, auto)
+    }
+    if args.baseline is not None:
+        baseline = SamModel.load(args.baseline, threads=1)
+        decoders["decoder, onnxruntime, --baseline"] = lambda: baseline.decode(embedding, box=box)
+        windows["auto mode, one window, --baseline"] = lambda: window_masks(
+            baseline, embedding, tile, auto
+        )
     timings = {
-        "decoder, PyTorch": median_seconds(torch_decode, args.repeat),
-        "decoder, onnxruntime": median_seconds(ort_decode, args.repeat),
+        **interleaved_medians(decoders, args.repeat),
         "encoder, PyTorch": median_seconds(torch_encode, slow),
         "encoder, onnxruntime": median_seconds(lambda: runtime.encode(image), slow),
         "prompt → polygon (cached embedding)": median_seconds(click_to_polygon, args.repeat),
         "  of which polygonize": median_seconds(
             lambda: mask_to_polygon(parcel, (500000.0, 1.0, 0.0, 5e6, 0.0, -1.0), 1.0), args.repeat
         ),
-        f"auto mode, {auto.points_per_side}² points, one window": median_seconds(
-            lambda: window_masks(runtime, embedding, tile, auto), 1
-        ),
+        **interleaved_medians(windows, 1),
     }
-    if args.baseline is not None:
-        baseline = SamModel.load(args.baseline, threads=1)
-        timings["decoder, onnxruntime, --baseline"] = median_seconds(
-            lambda: baseline.decode(embedding, box=box), args.repeat
-        )
-        timings["auto mode, one window, --baseline"] = median_seconds(
-            lambda: window_masks(baseline, embedding, tile, auto), 1
-        )
 
     # segment throughput: the tiny model on a synthetic scene, one box per parcel (the
     # encoder dominates; a ViT-B run on CPU costs ~8 s per encoded window instead)
@@ -180,10 +197,10 @@ def main() -> None:
         before = timings["decoder, PyTorch"] / timings["decoder, onnxruntime, --baseline"]
         print(f"  --baseline's decoder vs PyTorch: {before:.2f}x")
     print(f"encoder speed-up onnxruntime vs PyTorch: {enc_ratio:.2f}x")
-    auto_window = timings[f"auto mode, {auto.points_per_side}² points, one window"]
+    auto_seconds = timings[auto_window]
     print(
-        f"auto mode: {auto_window / auto.points_per_side**2:.3f} s per point; one window's "
-        f"points cost {auto_window / timings['encoder, onnxruntime']:.2f}x its encoder pass"
+        f"auto mode: {auto_seconds / auto.points_per_side**2:.3f} s per point; one window's "
+        f"points cost {auto_seconds / timings['encoder, onnxruntime']:.2f}x its encoder pass"
     )
     print(
         f"segment (tiny, 2048 px scene): {result.polygons} parcels in {elapsed:.1f} s = "
