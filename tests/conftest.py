@@ -147,3 +147,58 @@ def polygonized_iou(dataset: Path, labels: Path, id_field: str, layer: str | Non
 def pytest_configure(config: pytest.Config) -> None:
     # Two shared cores: torch's default thread pool oversubscribes them and slows tests ~20x.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def colour_key(image: np.ndarray) -> np.ndarray:
+    """One integer per RGB colour of an (H, W, 3) uint8 image."""
+    return (
+        image[..., 0].astype(np.int64) << 16 | image[..., 1].astype(np.int64) << 8 | image[..., 2]
+    )
+
+
+@pytest.fixture
+def perfect_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SamModel with an "encoder" that keeps the image and a decoder that answers a prompt
+    with the region of the colour under its first point (or its box's centre): on a raster of
+    flat-coloured parcels, the perfect model, which makes every parcel's expected polygon known
+    and tests windows, georeferencing and polygons apart from a model's quality."""
+    from geosam.runtime import Embedding, SamModel
+    from geosam.runtime.model import Prediction
+
+    def encode(self: SamModel, image: np.ndarray) -> Embedding:
+        return Embedding(image[None], image.shape[:2], image.shape[:2])
+
+    def region(embedding: Embedding, xy: np.ndarray) -> np.ndarray:
+        keys = colour_key(embedding.array[0])
+        x, y = np.round(xy).astype(int)
+        return keys == keys[y, x]
+
+    def decode(self: SamModel, embedding: Embedding, points=None, labels=None, box=None, **_):
+        xy = points[0] if points is not None else (box[:2] + box[2:]) / 2
+        return Prediction(region(embedding, xy), 0.95, np.zeros((1, 1, 4, 4), np.float32), 0)
+
+    def decode_points(self: SamModel, embedding: Embedding, points: np.ndarray):
+        for xy in points:
+            yield np.where(region(embedding, xy), 10.0, -10.0)[None], np.array([0.95])
+
+    monkeypatch.setattr(SamModel, "encode", encode)
+    monkeypatch.setattr(SamModel, "decode", decode)
+    monkeypatch.setattr(SamModel, "decode_points", decode_points)
+
+
+def flat_parcels_raster(
+    path: Path, parcels: list[shapely.Polygon], origin: tuple[float, float], size: int
+) -> Path:
+    """A 1 m ``size`` px RGB raster (EPSG:32633) with each parcel in a colour of its own and
+    black between them: what :func:`perfect_model` segments exactly."""
+    from rasterio.features import rasterize
+
+    colours = np.array([(40 + i, 200 - i, 7 * i % 256) for i in range(1, len(parcels) + 1)])
+    labels = rasterize(
+        zip(parcels, range(1, len(parcels) + 1), strict=True),
+        (size, size),
+        transform=from_origin(*origin, 1.0, 1.0),
+    )
+    data = np.zeros((3, size, size), np.uint8)
+    data[:, labels > 0] = colours[labels[labels > 0] - 1].T
+    return write_raster(path, data, origin=origin)

@@ -20,15 +20,12 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
-import rasterio.features
-import rasterio.transform
 import shapely
 from click.testing import CliRunner
-from conftest import grid_parcels, textured, write_raster
+from conftest import flat_parcels_raster, grid_parcels, textured, write_raster
 from test_segment import export_tiny
 
 from geosam.cli import cli
-from geosam.runtime import Embedding, SamModel
 from geosam.runtime.auto import (
     AutoMask,
     AutoParams,
@@ -328,30 +325,6 @@ def test_auto_end_to_end(
         assert shared / union_ab <= 0.7 + 1e-6 and shared / smaller <= 0.9 + 1e-6
 
 
-def colour_key(image: np.ndarray) -> np.ndarray:
-    return (
-        image[..., 0].astype(np.int64) << 16 | image[..., 1].astype(np.int64) << 8 | image[..., 2]
-    )
-
-
-@pytest.fixture
-def perfect_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SamModel with an "encoder" that keeps the image and a decoder that answers a point
-    with the region of the colour under it: on a raster of flat-coloured parcels, the
-    perfect model, which makes every parcel's expected polygon known."""
-
-    def encode(self: SamModel, image: np.ndarray) -> Embedding:
-        return Embedding(image[None], image.shape[:2], image.shape[:2])
-
-    def decode_points(self: SamModel, embedding: Embedding, points: np.ndarray):
-        keys = colour_key(embedding.array[0])
-        for x, y in np.round(points).astype(int):
-            yield np.where(keys == keys[y, x], 10.0, -10.0)[None], np.array([0.95])
-
-    monkeypatch.setattr(SamModel, "encode", encode)
-    monkeypatch.setattr(SamModel, "decode_points", decode_points)
-
-
 @pytest.mark.usefixtures("perfect_model")
 @pytest.mark.parametrize("coarse", [False, True])
 def test_auto_georeferencing_with_a_perfect_model(
@@ -361,14 +334,7 @@ def test_auto_georeferencing_with_a_perfect_model(
     where it is, whichever windows cut it (9 windows at 1 m). With the model at 2 m the grid
     is resampled (4 windows), blending colours at parcel edges: a pixel thinner, same place."""
     parcels = grid_parcels(ORIGIN, 600.0, 60.0, 12.0)
-    colours = np.array([(40 + i, 200 - i, 7 * i % 256) for i in range(1, len(parcels) + 1)])
-    transform = rasterio.transform.from_origin(*ORIGIN, 1.0, 1.0)
-    labels = rasterio.features.rasterize(
-        zip(parcels, range(1, len(parcels) + 1), strict=True), (600, 600), transform=transform
-    )
-    data = np.zeros((3, 600, 600), np.uint8)
-    data[:, labels > 0] = colours[labels[labels > 0] - 1].T
-    raster = write_raster(tmp_path / "flat.tif", data, origin=ORIGIN)
+    raster = flat_parcels_raster(tmp_path / "flat.tif", parcels, ORIGIN, 600)
     out = tmp_path / "parcels.gpkg"
     model = coarse_model_dir if coarse else model_dir
     result = segment_auto(raster, model, out, None, AutoParams(points_per_side=16), 100, False)

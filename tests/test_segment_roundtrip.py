@@ -1,0 +1,57 @@
+"""A parcel is segmented whole wherever the training chips' borders cut it.
+
+Tiles are cut on a fixed grid for training, but ``geosam segment`` reads a window centred on
+each prompt, so a parcel that no training chip holds whole is still seen whole at inference.
+This test proves it independently of a model's quality: conftest's perfect model on a raster of
+flat-coloured parcels, prompted on the near side of a 256 px chip border, must return each
+parcel's full polygon, through the real window reading, decoding and polygonizing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from conftest import flat_parcels_raster, grid_parcels
+from test_segment import export_tiny, run
+
+ORIGIN = (500_000.0, 5_000_000.0)
+CRS = "EPSG:32633"
+CHIP = 256  # the tiling's chip side, in pixels (= metres here)
+
+
+@pytest.mark.usefixtures("perfect_model")
+def test_prompts_beside_chip_borders_give_whole_parcels(tmp_path: Path) -> None:
+    parcels = grid_parcels(ORIGIN, 600.0, 60.0, 12.0)  # 48 m squares on a 60 m grid
+    border_x = ORIGIN[0] + CHIP
+    border_y = ORIGIN[1] - CHIP
+    cut = [p for p in parcels if p.bounds[0] < border_x < p.bounds[2]]
+    cut += [p for p in parcels if p.bounds[1] < border_y < p.bounds[3]]
+    assert len(cut) >= 10  # parcels that no 256 px chip of the grid holds whole
+
+    raster = flat_parcels_raster(tmp_path / "flat.tif", parcels, ORIGIN, 600)
+
+    # one point 2 m inside the part of each cut parcel that lies before the border
+    points = []
+    for parcel in cut:
+        left, bottom, right, top = parcel.bounds
+        if left < border_x < right:
+            points.append(shapely.Point(left + 2.0, (bottom + top) / 2))
+        else:
+            points.append(shapely.Point((left + right) / 2, top - 2.0))
+    prompts = gpd.GeoDataFrame({"n": range(len(cut))}, geometry=points, crs=CRS)
+    prompts.to_file(tmp_path / "prompts.gpkg", engine="pyogrio")
+
+    model_dir = export_tiny(tmp_path)
+    out = tmp_path / "parcels.gpkg"
+    result = run(raster, model_dir, tmp_path / "prompts.gpkg", out)
+    found = gpd.read_file(out).sort_values("n")
+    assert result.polygons == len(cut) == len(found)
+    truth = np.array(cut, dtype=object)
+    iou = shapely.area(shapely.intersection(truth, found.geometry.values)) / shapely.area(
+        shapely.union(truth, found.geometry.values)
+    )
+    assert (iou > 0.99).all(), iou
