@@ -25,6 +25,7 @@ from pathlib import Path
 ENV = "GEOSAM_SCREENSHOT"
 # Scene pixels (col, row) of the two clicks: the first is accepted, the second previewed.
 CLICKS = ((230.5, 120.5), (250.5, 330.5))
+VIEW_MARGIN = 200.0
 
 
 def launch(argv: list[str] | None = None) -> int:
@@ -86,7 +87,7 @@ def capture() -> None:
     # The plugin build and onnxruntime; not through PYTHONPATH, which hides QGIS's own path.
     sys.path[:0] = os.environ[f"{ENV}_PATH"].split(os.pathsep)
     import geosam_qgis
-    from qgis.core import QgsCoordinateTransform, QgsPointXY, QgsProject
+    from qgis.core import QgsCoordinateTransform, QgsPointXY, QgsProject, QgsRectangle
     from qgis.PyQt.QtCore import QTimer
     from qgis.utils import iface
 
@@ -130,7 +131,17 @@ def capture() -> None:
         os._exit(0)  # QGIS's own exit path asks questions nobody is there to answer
 
     timer.timeout.connect(step)
-    QTimer.singleShot(2000, lambda: (canvas.setExtent(extent.buffered(60)), timer.start(300)))
+    # the clicks and VIEW_MARGIN metres around them (all of a small raster), so parcels are
+    # large enough on screen to judge their outlines
+    cols, rows = zip(*CLICKS, strict=True)
+    around = QgsRectangle(
+        extent.xMinimum() + min(cols),
+        extent.yMaximum() - max(rows),
+        extent.xMinimum() + max(cols),
+        extent.yMaximum() - min(rows),
+    ).buffered(VIEW_MARGIN)
+    view = around.intersect(extent).buffered(60)
+    QTimer.singleShot(2000, lambda: (canvas.setExtent(view), timer.start(300)))
     capture.timer = timer  # keep it alive after this function returns
 
 
