@@ -1,0 +1,393 @@
+"""Benchmark fine-tuning quality on real field parcels: does geosam's fine-tuning pay off?
+
+Issue 6's benchmark. The 30 NAIP images of ``naip-fields`` (real fields, hand-drawn polygons)
+are split by image, fixed: 24 to train on, 6 held out (sorted stems, every 5th from index 2).
+No SAM checkpoint can be downloaded here, so the "foundation model" is a stand-in that geosam
+trains itself: the tiny SAM (configs/tiny_pretrain.yaml) trained from scratch on synthetic
+scenes only, exported as an official-format checkpoint. Then, on the held-out images' tiles
+and their fixed prompts (box; one positive point; three points), ``geosam evaluate`` scores
+
+1. the box-fill baseline (the prompt box itself as the mask);
+2. the stand-in, never shown a real image;
+3. the stand-in after decoder-only fine-tuning on the NAIP train tiles (configs/tiny.yaml,
+   cached embeddings), the best epoch chosen on the train images' own spatial val split;
+4. the stand-in after fine-tuning decoder and image encoder (no cache, a few hundred steps).
+
+It prints mIoU, Dice, boundary IoU and object F1 at IoU 0.5 per prompt kind side by side with
+the difference tuned − stand-in, and writes OUT/quality.json and OUT/quality.md. Every trained
+model stays under OUT (runs/*), so ``geosam evaluate --run OUT/runs/decoder --dataset ANY``
+works later. Stages whose outputs exist are skipped (a rerun resumes) unless --overwrite.
+
+    OMP_NUM_THREADS=1 python scripts/bench_quality.py [--output out/bench_quality]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from geosam.data.synthetic import make_scene
+from geosam.data.tiling import TileParams, load_manifest, tile_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+TILE_SIZE, OVERLAP = 256, 32
+KINDS = ("box", "point", "points")
+METRICS = ("mIoU", "dice", "boundary_iou", "f1_50")
+METRIC_TITLES = {"mIoU": "mIoU", "dice": "Dice", "boundary_iou": "boundary IoU", "f1_50": "F1@0.5"}
+FULL_TRAINABLE = "[image_encoder,prompt_encoder,mask_decoder]"
+# Decoder fine-tuning losses: configs/tiny.yaml's own (SAM's 20:1 focal + Dice), or the BCE +
+# Dice at 1:1 that the stand-in was pretrained with (configs/tiny_pretrain.yaml).
+LOSSES: dict[str, dict[str, object]] = {
+    "focal": {},
+    "bce": {"LOSS.FOCAL_WEIGHT": 1.0, "LOSS.FOCAL_ALPHA": -1.0, "LOSS.FOCAL_GAMMA": 0.0},
+}
+# The held-out images' tiles are all in split "train" of their own dataset (--val-fraction 0).
+HELDOUT_SPLIT = "train"
+
+
+@dataclass
+class Timings:
+    """Seconds per stage, in order; a skipped stage is recorded as None."""
+
+    stages: dict[str, float | None] = field(default_factory=dict)
+
+    def run(self, name: str, done: bool, action: Callable[[], object]) -> None:
+        if done:
+            print(f"[{name}] done already, skipped", flush=True)
+            self.stages[name] = None
+            return
+        print(f"[{name}] ...", flush=True)
+        start = time.perf_counter()
+        action()
+        self.stages[name] = round(time.perf_counter() - start, 1)
+        print(f"[{name}] {self.stages[name]:.0f} s", flush=True)
+
+
+def default_data() -> Path:
+    """$GEOSAM_REAL_DATA/naip-fields, else ../shared/data/naip-fields beside the checkout."""
+    root = os.environ.get("GEOSAM_REAL_DATA")
+    return (Path(root) if root else REPO.parent / "shared" / "data") / "naip-fields"
+
+
+def split_images(stems: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(train, held out): sorted stems, every 5th from index 2 held out (6 of 30)."""
+    ordered = sorted(stems)
+    heldout = ordered[2::5]
+    return [s for s in ordered if s not in heldout], heldout
+
+
+def geosam(*args: str) -> None:
+    """Run a geosam CLI command in a child process (the CLI's own checks and logging)."""
+    command = [sys.executable, "-m", "geosam", *args]
+    print("  $ geosam " + " ".join(args), flush=True)
+    subprocess.run(command, check=True)
+
+
+def run_finished(run_dir: Path) -> bool:
+    """A geosam train run that ran to its end (metrics.json has its final evaluation)."""
+    metrics = run_dir / "metrics.json"
+    return metrics.exists() and "final" in json.loads(metrics.read_text())
+
+
+def train(config: str, run_dir: Path, overrides: dict[str, object]) -> None:
+    """``geosam train`` into ``run_dir``, replacing an unfinished run there."""
+    pairs = [str(x) for key, value in overrides.items() for x in (key, value)]
+    geosam(
+        "train",
+        "--config-file",
+        str(CONFIGS / config),
+        "--quiet",
+        "--overwrite",
+        "OUTPUT_DIR",
+        str(run_dir),
+        "MODEL.DEVICE",
+        "cpu",
+        *pairs,
+    )
+
+
+def epochs_for(steps: int, train_tiles: int, batch: int) -> int:
+    """Epochs that make about ``steps`` optimiser steps over ``train_tiles`` chips."""
+    return max(1, round(steps / math.ceil(train_tiles / batch)))
+
+
+def tile(rasters: Sequence[Path], labels: Path, out: Path, val_fraction: float, **kw: Any) -> None:
+    params = TileParams(tile_size=TILE_SIZE, overlap=OVERLAP, val_fraction=val_fraction)
+    tile_dataset(
+        [str(r) for r in rasters], labels, out, params, overwrite=True, progress=False, **kw
+    )
+
+
+def train_tiles(dataset: Path) -> int:
+    return int(load_manifest(dataset)["counts"]["train_tiles"])
+
+
+def best_val_miou(run_dir: Path) -> float:
+    """The run's best mIoU on its validation split (what model_best.pth was chosen by)."""
+    return float(json.loads((run_dir / "metrics.json").read_text())["best"]["mIoU"])
+
+
+def load_eval(eval_dir: Path) -> dict[str, Any]:
+    return json.loads((eval_dir / "metrics.json").read_text())
+
+
+def collect(evals: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """model → prompt kind → metric, from the runs' evaluations: box-fill and the stand-in
+    (the runs' common base, taken from the first) plus each run's tuned model."""
+    first = next(iter(evals.values()))["models"]
+    columns = {"box_fill": first["box_fill"], "stand-in": first["base"]}
+    columns.update({name: doc["models"]["tuned"] for name, doc in evals.items()})
+    return {
+        name: {
+            kind: {m: model["per_kind"][kind][m] for m in METRICS if m in model["per_kind"][kind]}
+            for kind in KINDS
+            if kind in model["per_kind"]
+        }
+        for name, model in columns.items()
+    }
+
+
+def table(results: dict[str, dict[str, dict[str, float]]], tuned: Sequence[str]) -> str:
+    """Markdown: one row per prompt kind and metric, a column per model, then tuned − stand-in."""
+    names = list(results)
+    head = ["prompt", "metric", *names, *(f"{t} − stand-in" for t in tuned)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for kind in KINDS:
+        for metric in METRICS:
+            values = [results[n].get(kind, {}).get(metric) for n in names]
+            if all(v is None for v in values):
+                continue
+            base = results["stand-in"].get(kind, {}).get(metric)
+            deltas = [
+                None
+                if base is None or (v := results[t].get(kind, {}).get(metric)) is None
+                else v - base
+                for t in tuned
+            ]
+            cells = ["–" if v is None else f"{v:.3f}" for v in values]
+            cells += ["–" if d is None else f"{d:+.3f}" for d in deltas]
+            lines.append(f"| {kind} | {METRIC_TITLES[metric]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def variant(text: str) -> tuple[str, float]:
+    """``LOSS:LR`` → (loss, learning rate), for --decoder-variants."""
+    loss, _, lr = text.partition(":")
+    if loss not in LOSSES or not lr:
+        raise argparse.ArgumentTypeError(f"{text!r}: not LOSS:LR, LOSS one of {sorted(LOSSES)}")
+    return loss, float(lr)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=default_data(), help="naip-fields folder")
+    parser.add_argument("--output", type=Path, default=REPO / "out" / "bench_quality")
+    parser.add_argument("--synth-size", type=int, default=4096, help="synthetic scene side (px)")
+    parser.add_argument("--synth-seed", type=int, default=1)
+    parser.add_argument("--pretrain-steps", type=int, default=1100)
+    parser.add_argument("--finetune-epochs", type=int, default=10, help="decoder-only")
+    parser.add_argument(
+        "--decoder-variants",
+        type=variant,
+        nargs="+",
+        default=[("focal", 1e-3)],
+        metavar="LOSS:LR",
+        help="decoder-only runs to try, each a loss (focal: configs/tiny.yaml's SAM 20:1 focal + "
+        "Dice; bce: BCE + Dice 1:1, the stand-in's own) and a BASE_LR, e.g. focal:1e-3 bce:3e-4; "
+        "the best on the train images' val split is kept",
+    )
+    parser.add_argument("--full-steps", type=int, default=360, help="decoder + encoder")
+    parser.add_argument("--full-lr", type=float, default=3e-4, help="decoder + encoder")
+    parser.add_argument("--overwrite", action="store_true", help="redo every stage")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    out: Path = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    images = sorted((args.data / "images").glob("*.tif"))
+    labels = args.data / "fields.gpkg"
+    train_stems, heldout_stems = split_images([p.stem for p in images])
+    by_stem = {p.stem: p for p in images}
+    naip = {"layer": "fields", "id_field": "field_id"}
+    redo = args.overwrite
+    timings = Timings()
+    t0 = time.perf_counter()
+
+    scene_dir = out / "synthetic" / f"scene-{args.synth_size}-seed{args.synth_seed}"
+    synth_tiles, naip_train, naip_heldout = (
+        out / "tiles" / n for n in ("synth", "naip-train", "naip-heldout")
+    )
+    timings.run(
+        "synthetic scene",
+        not redo and (scene_dir / "scene.tif").exists(),
+        lambda: make_scene(scene_dir, size=args.synth_size, seed=args.synth_seed),
+    )
+    timings.run(
+        "tile synthetic",
+        not redo and (synth_tiles / "manifest.json").exists(),
+        lambda: tile(
+            [scene_dir / "scene.tif"],
+            scene_dir / "parcels.gpkg",
+            synth_tiles,
+            0.2,
+            id_field="parcel_id",
+        ),
+    )
+    timings.run(
+        "tile NAIP train images",
+        not redo and (naip_train / "manifest.json").exists(),
+        lambda: tile([by_stem[s] for s in train_stems], labels, naip_train, 0.2, **naip),
+    )
+    timings.run(
+        "tile NAIP held-out images",
+        not redo and (naip_heldout / "manifest.json").exists(),
+        lambda: tile([by_stem[s] for s in heldout_stems], labels, naip_heldout, 0.0, **naip),
+    )
+
+    runs = out / "runs"
+    pretrain_epochs = epochs_for(args.pretrain_steps, train_tiles(synth_tiles), 4)
+    timings.run(
+        f"pretrain stand-in ({pretrain_epochs} epochs)",
+        not redo and run_finished(runs / "standin"),
+        lambda: train(
+            "tiny_pretrain.yaml",
+            runs / "standin",
+            {"DATASETS.TRAIN": synth_tiles, "SOLVER.MAX_EPOCHS": pretrain_epochs},
+        ),
+    )
+    standin = out / "standin.pth"
+    timings.run(
+        "export stand-in",
+        not redo and standin.exists(),
+        lambda: geosam(
+            "export-checkpoint", "--run", str(runs / "standin"), "-o", str(standin), "--overwrite"
+        ),
+    )
+
+    naip_common = {
+        "MODEL.CHECKPOINT": standin,
+        "DATASETS.TRAIN": naip_train,
+        "DATASETS.VAL": naip_train,  # its spatial val split: never the held-out images
+    }
+    decoder_runs = {v: runs / f"decoder-{v[0]}-lr{v[1]:g}" for v in args.decoder_variants}
+    for (loss, lr), run_dir in decoder_runs.items():
+        timings.run(
+            f"decoder fine-tuning, {loss} loss, lr {lr:g} ({args.finetune_epochs} epochs)",
+            not redo and run_finished(run_dir),
+            lambda loss=loss, lr=lr, run_dir=run_dir: train(
+                "tiny.yaml",
+                run_dir,
+                {
+                    **naip_common,
+                    **LOSSES[loss],
+                    "SOLVER.BASE_LR": lr,
+                    "SOLVER.MAX_EPOCHS": args.finetune_epochs,
+                },
+            ),
+        )
+    val_scores = {run_dir.name: best_val_miou(run_dir) for run_dir in decoder_runs.values()}
+    chosen = max(decoder_runs, key=lambda v: val_scores[decoder_runs[v].name])
+    print(f"decoder runs' best val mIoU (train images): {val_scores}", flush=True)
+    print(f"chosen: {decoder_runs[chosen].name}", flush=True)
+
+    full_epochs = epochs_for(args.full_steps, train_tiles(naip_train), 4)
+    full_run = runs / f"decoder-encoder-{chosen[0]}-lr{args.full_lr:g}"
+    timings.run(
+        f"decoder + encoder fine-tuning, {chosen[0]} loss ({full_epochs} epochs)",
+        not redo and run_finished(full_run),
+        lambda: train(
+            "tiny.yaml",
+            full_run,
+            {
+                **naip_common,
+                **LOSSES[chosen[0]],
+                "MODEL.TRAINABLE": FULL_TRAINABLE,
+                "CACHE.EMBEDDINGS": False,
+                "SOLVER.BASE_LR": args.full_lr,
+                "SOLVER.MAX_EPOCHS": full_epochs,
+            },
+        ),
+    )
+
+    tuned = {"decoder": decoder_runs[chosen], "decoder+encoder": full_run}
+    evals: dict[str, dict[str, Any]] = {}
+    for name, run_dir in tuned.items():
+        eval_dir = out / "eval" / run_dir.name
+        timings.run(
+            f"evaluate {name} on held-out images",
+            not redo and (eval_dir / "metrics.json").exists(),
+            lambda run_dir=run_dir, eval_dir=eval_dir: geosam(
+                "evaluate",
+                "--run",
+                str(run_dir),
+                "--dataset",
+                str(naip_heldout),
+                "--split",
+                HELDOUT_SPLIT,
+                "-o",
+                str(eval_dir),
+                "--quiet",
+                "MODEL.DEVICE",
+                "cpu",
+            ),
+        )
+        evals[name] = load_eval(eval_dir)
+
+    results = collect(evals)
+    markdown = table(results, list(tuned))
+    document = {
+        "benchmark": "scripts/bench_quality.py (issue 6)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+        "data": str(args.data.resolve()),
+        "split": {"train_images": train_stems, "heldout_images": heldout_stems},
+        "tiles": {
+            "size": TILE_SIZE,
+            "overlap": OVERLAP,
+            "synthetic": load_manifest(synth_tiles)["counts"],
+            "naip_train": load_manifest(naip_train)["counts"],
+            "naip_heldout": load_manifest(naip_heldout)["counts"],
+        },
+        "settings": {
+            "synthetic_scene": {
+                "size": args.synth_size,
+                "seed": args.synth_seed,
+                "resolution_m": 1.0,
+            },
+            "pretrain_epochs": pretrain_epochs,
+            "finetune_epochs": args.finetune_epochs,
+            "decoder_variants": [f"{loss}:{lr:g}" for loss, lr in args.decoder_variants],
+            "decoder_runs_best_val_miou": val_scores,
+            "chosen_decoder_run": decoder_runs[chosen].name,
+            "full_epochs": full_epochs,
+            "full_lr": args.full_lr,
+        },
+        "runs": {"stand-in": str(runs / "standin"), **{k: str(v) for k, v in tuned.items()}},
+        "timings_s": timings.stages,
+        "total_s": round(time.perf_counter() - t0, 1),
+        "results": results,
+    }
+    (out / "quality.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out / "quality.md").write_text(markdown)
+    print("\nstage timings (s; None = skipped):")
+    for name, seconds in timings.stages.items():
+        print(f"  {name}: {seconds}")
+    print(f"  total: {document['total_s']:.0f} s\n")
+    print(markdown)
+    print(f"wrote {out / 'quality.json'} and {out / 'quality.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""scripts/bench_quality.py's pieces: the fixed image split, step arithmetic, the results table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_quality.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_split_is_fixed_by_image(bench) -> None:
+    stems = [f"img{i:02d}" for i in range(30)]
+    train, heldout = bench.split_images(reversed(stems))
+    assert heldout == ["img02", "img07", "img12", "img17", "img22", "img27"]
+    assert len(train) == 24 and not set(train) & set(heldout)
+    assert bench.split_images(stems) == (train, heldout)
+
+
+def test_epochs_for_steps(bench) -> None:
+    assert bench.epochs_for(1100, 453, 4) == 10  # 114 steps per epoch
+    assert bench.epochs_for(10, 453, 4) == 1
+
+
+def _model(miou: float, kinds: tuple[str, ...] = ("box", "point", "points")) -> dict:
+    scores = {"mIoU": miou, "dice": miou, "boundary_iou": miou / 2, "f1_50": miou, "count": 3}
+    return {**scores, "per_kind": {k: dict(scores) for k in kinds}}
+
+
+def test_collect_and_table(bench, tmp_path: Path) -> None:
+    def document(tuned: float) -> dict:
+        models = {"box_fill": _model(0.6, ("box",)), "base": _model(0.2), "tuned": _model(tuned)}
+        return {"models": models}
+
+    for name, tuned in (("decoder", 0.5), ("decoder+encoder", 0.7)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(document(tuned)))
+    evals = {n: bench.load_eval(tmp_path / n) for n in ("decoder", "decoder+encoder")}
+    results = bench.collect(evals)
+    assert list(results) == ["box_fill", "stand-in", "decoder", "decoder+encoder"]
+    assert results["box_fill"] == {
+        "box": {"mIoU": 0.6, "dice": 0.6, "boundary_iou": 0.3, "f1_50": 0.6}
+    }
+    text = bench.table(results, ["decoder", "decoder+encoder"])
+    assert "| box | mIoU | 0.600 | 0.200 | 0.500 | 0.700 | +0.300 | +0.500 |" in text
+    assert "| point | mIoU | – | 0.200 | 0.500 | 0.700 | +0.300 | +0.500 |" in text
+    assert len(text.strip().splitlines()) == 2 + 3 * 4
+
+
+def test_decoder_variant(bench) -> None:
+    assert bench.variant("bce:3e-4") == ("bce", 3e-4)
+    for bad in ("adam:1e-3", "bce", "bce:"):
+        with pytest.raises(Exception, match="LOSS:LR"):
+            bench.variant(bad)
