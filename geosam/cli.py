@@ -536,6 +536,12 @@ def export_checkpoint(
     help="Drop polygons whose predicted IoU is below this (default: keep all).",
 )
 @click.option("--crs", help="CRS of the output, e.g. EPSG:4326 (default: the raster's).")
+@click.option(
+    "--all-parts",
+    is_flag=True,
+    help="With --prompts, keep every part of a mask, not only the part under a positive point "
+    "(or, for a box, the largest).",
+)
 @_auto_options(
     (
         "--points-per-side",
@@ -573,6 +579,7 @@ def segment(
     simplify: float,
     min_score: float | None,
     crs: str | None,
+    all_parts: bool,
     points_per_side: int,
     pred_iou_thresh: float,
     stability_thresh: float,
@@ -598,6 +605,7 @@ def segment(
         simplify=simplify,
         min_score=min_score,
         crs=crs,
+        all_parts=all_parts,
     )
     if auto:
         settings = AutoParams(

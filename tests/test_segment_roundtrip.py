@@ -55,3 +55,20 @@ def test_prompts_beside_chip_borders_give_whole_parcels(tmp_path: Path) -> None:
         shapely.union(truth, found.geometry.values)
     )
     assert (iou > 0.99).all(), iou
+
+
+@pytest.mark.usefixtures("perfect_model")
+@pytest.mark.parametrize(("kind", "all_parts"), [("point", False), ("box", False), ("point", True)])
+def test_the_prompted_part_of_a_mask_is_kept(kind: str, all_parts: bool, tmp_path: Path) -> None:
+    """Two parcels that look alike (the same colour) come out of one prompt as one mask: the
+    polygon is the clicked one (for a box, the one inside it), unless --all-parts."""
+    parcels = grid_parcels(ORIGIN, 180.0, 60.0, 12.0)[:2]  # two 48 m squares side by side
+    raster = flat_parcels_raster(tmp_path / "twins.tif", [shapely.union_all(parcels)], ORIGIN, 180)
+    prompt = parcels[0].centroid if kind == "point" else parcels[0].buffer(3.0).envelope
+    gpd.GeoDataFrame({"n": [0]}, geometry=[prompt], crs=CRS).to_file(tmp_path / "prompt.gpkg")
+
+    out = tmp_path / "parcel.gpkg"
+    run(raster, export_tiny(tmp_path), tmp_path / "prompt.gpkg", out, all_parts=all_parts)
+    found = gpd.read_file(out).geometry.iloc[0]
+    expected = shapely.union_all(parcels) if all_parts else parcels[0]
+    assert found.symmetric_difference(expected).area < 1.0

@@ -30,11 +30,13 @@ from tqdm import tqdm
 from geosam.runtime import (
     Embedding,
     EmbeddingCache,
+    GeoTransform,
     Prediction,
     SamModel,
     Window,
     WindowParams,
     map_to_pixel,
+    pixel_to_map,
     prompt_box,
     prompt_window,
     sam_coords,
@@ -45,6 +47,7 @@ from geosam.segment.polygons import (
     geodesic_area,
     mask_to_polygon,
     output_format,
+    prompted_parts,
     write_features,
 )
 from geosam.segment.reader import WindowReader
@@ -65,6 +68,7 @@ class SegmentParams:
     """Options of :func:`segment` (the CLI's, plus the window and cache sizes).
 
     ``min_score`` drops predictions whose IoU estimate is lower (None keeps all);
+    ``all_parts`` keeps every part of a mask, not only the prompted one (:func:`prompted_parts`);
     ``simplify`` is a tolerance in map units of the raster's CRS; ``crs`` the output CRS (any
     pyproj input; None keeps the raster's); ``driver`` "ESRI Shapefile" or "GPKG" (None: from
     the output's suffix); ``cache_bytes`` bounds the embeddings kept in memory.
@@ -75,6 +79,7 @@ class SegmentParams:
     driver: str | None = None
     simplify: float = 0.0
     min_score: float | None = None
+    all_parts: bool = False
     crs: str | None = None
     window: WindowParams = field(default_factory=WindowParams)
     cache_bytes: int = 256 * 2**20
@@ -105,6 +110,17 @@ class Prompt:
     @property
     def bounds(self) -> Box:
         return prompt_box(self.points, self.box)
+
+    def map_geometry(
+        self, transform: GeoTransform
+    ) -> tuple[np.ndarray | None, shapely.Geometry | None]:
+        """The points (N, 2) and the box polygon in map coordinates, None where absent."""
+        points = None if self.points is None else pixel_to_map(transform, self.points)
+        if self.box is None:
+            return points, None
+        x1, y1, x2, y2 = self.box
+        corners = pixel_to_map(transform, np.array([(x1, y1), (x2, y1), (x2, y2), (x1, y2)]))
+        return points, shapely.Polygon(corners)
 
 
 def segment(
@@ -220,6 +236,8 @@ def run_prompts(
         if polygon is None:
             result.skipped["empty mask"] += 1
             continue
+        if not params.all_parts:
+            polygon = prompted_parts(polygon, *prompt.map_geometry(gt))
         records.append((prompt.row, polygon, prediction.score))
     result.cache_hits = cache.hits
     return sorted(records, key=lambda record: record[0])

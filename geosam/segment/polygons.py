@@ -56,6 +56,30 @@ def mask_to_polygon(
     return polygonal(shapely.make_valid(geometry))
 
 
+def prompted_parts(
+    geometry: shapely.Geometry,
+    points: np.ndarray | None = None,
+    box: shapely.Geometry | None = None,
+) -> shapely.Geometry:
+    """The parts of a (multi)polygon that hold one of ``points`` (N, 2 map coordinates); when
+    none does (a box prompt, a click on a hole), the part with most area inside ``box``, or
+    without a box the largest part.
+
+    SAM's mask for one prompt often carries fragments elsewhere in its window: a field that
+    looks like the one prompted, speckle along a hedge. The parcel a user prompted is the part
+    under the click, or for a box the dominant part inside it.
+    """
+    parts = shapely.get_parts(geometry)
+    if len(parts) <= 1:
+        return geometry
+    if points is not None:
+        hit = [p for p in parts if shapely.contains_xy(p, points[:, 0], points[:, 1]).any()]
+        if hit:
+            return shapely.union_all(hit)
+    inside = shapely.area(parts if box is None else shapely.intersection(parts, box))
+    return parts[int(np.argmax(inside))]
+
+
 def polygonal(geometry: shapely.Geometry) -> shapely.Geometry | None:
     """The polygonal part of a geometry (what make_valid returns may hold lines), or None."""
     parts = [p for p in shapely.get_parts(geometry) if p.geom_type in ("Polygon", "MultiPolygon")]
