@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from osgeo import gdal, ogr
-from qgis.core import QgsGeometry, QgsWkbTypes
+from qgis.core import QgsGeometry, QgsPointXY, QgsWkbTypes
 
 from .runtime.errors import GeosamError
 from .runtime.windows import GeoTransform
@@ -58,5 +58,26 @@ def polygonal(geometry: QgsGeometry) -> QgsGeometry | None:
     if not parts:
         return None
     union = QgsGeometry.unaryUnion(parts)
+    union.convertToMultiType()
+    return union
+
+
+def prompted_parts(
+    geometry: QgsGeometry, points: np.ndarray, box: QgsGeometry | None = None
+) -> QgsGeometry:
+    """The parts of a MultiPolygon that hold one of ``points`` (N, 2 map coordinates); when
+    none does (a box prompt, a click on a hole), the part with most area inside ``box``, or
+    without a box the largest part. The CLI's rule (geosam/segment/polygons.py): SAM's mask
+    for one prompt often carries fragments elsewhere in its window, and the parcel a user
+    prompted is the part under the click, or for a box the dominant part inside it."""
+    parts = [QgsGeometry(part.clone()) for part in geometry.constParts()]
+    if len(parts) <= 1:
+        return geometry
+    clicks = [QgsGeometry.fromPointXY(QgsPointXY(float(x), float(y))) for x, y in points]
+    hit = [part for part in parts if any(part.contains(click) for click in clicks)]
+    if not hit:
+        inside = [part.area() if box is None else part.intersection(box).area() for part in parts]
+        hit = [parts[int(np.argmax(inside))]]
+    union = QgsGeometry.unaryUnion(hit)
     union.convertToMultiType()
     return union

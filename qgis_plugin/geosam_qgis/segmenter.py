@@ -19,14 +19,15 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 import numpy as np
+from qgis.core import QgsGeometry, QgsPointXY
 
-from .polygonize import mask_to_geometry
+from .polygonize import mask_to_geometry, prompted_parts
 from .prompts import Parcel, Prompt
 from .raster_reader import RasterWindows
 from .runtime.cache import EmbeddingCache
 from .runtime.errors import GeosamError
 from .runtime.model import Embedding, SamModel
-from .runtime.windows import Window, WindowParams, prompt_window, sam_coords
+from .runtime.windows import Window, WindowParams, pixel_to_map, prompt_window, sam_coords
 
 # Embeddings kept for further clicks: 64 ViT-B windows at 1024 px.
 CACHE_BYTES = 256 * 2**20
@@ -120,8 +121,17 @@ class Segmenter:
         valid = self.raster.valid(window)
         if valid is not None:
             mask = mask & valid
-        geometry = mask_to_geometry(mask, window.transform(self.raster.geotransform), simplify)
-        return None if geometry is None else Parcel(geometry, prediction.score)
+        gt = self.raster.geotransform
+        geometry = mask_to_geometry(mask, window.transform(gt), simplify)
+        if geometry is None:
+            return None
+        clicks = pixel_to_map(gt, prompt.points[prompt.labels == 1])
+        box = None
+        if prompt.box is not None:
+            x1, y1, x2, y2 = prompt.box
+            corners = pixel_to_map(gt, np.array([(x1, y1), (x2, y1), (x2, y2), (x1, y2)]))
+            box = QgsGeometry.fromPolygonXY([[QgsPointXY(*xy) for xy in corners]])
+        return Parcel(prompted_parts(geometry, clicks, box), prediction.score)
 
     def segment(self, prompt: Prompt, simplify: float = 0.0) -> Parcel | None:
         """All steps on the calling thread, encoding only windows not cached."""

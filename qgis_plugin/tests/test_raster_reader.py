@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import RASTER_CRS
-from geosam_qgis.polygonize import mask_to_geometry
+from geosam_qgis.polygonize import mask_to_geometry, prompted_parts
 from geosam_qgis.raster_reader import RasterWindows
 from geosam_qgis.runtime.errors import GeosamError
 from geosam_qgis.runtime.windows import Window
 from osgeo import gdal, osr
-from qgis.core import QgsCoordinateReferenceSystem
+from qgis.core import QgsCoordinateReferenceSystem, QgsGeometry, QgsRectangle
 
 PERCENTILE = {"stretch": {"method": "percentile"}}
 
@@ -68,3 +68,17 @@ def test_polygon_keeps_holes() -> None:
     assert len(polygon) == 2  # outer ring and the hole
     assert geometry.boundingBox().xMinimum() == pytest.approx(101.0)
     assert mask_to_geometry(np.zeros((4, 4), dtype=bool), (0, 1, 0, 0, 0, -1)) is None
+
+
+def test_the_prompted_part_is_kept() -> None:
+    """A mask of a big and a small blob: a click keeps its blob, a box the blob inside it, a
+    prompt that holds neither the largest."""
+    mask = np.zeros((20, 20), dtype=bool)
+    mask[1:5, 1:5] = True  # small, top-left: x 1-5, y 15-19 in map units
+    mask[8:19, 8:19] = True  # large, bottom-right
+    geometry = mask_to_geometry(mask, (0.0, 1.0, 0.0, 20.0, 0.0, -1.0))
+    small = prompted_parts(geometry, np.array([[3.0, 17.0]]))
+    assert small.area() == pytest.approx(16.0) and small.isMultipart()
+    box = QgsGeometry.fromRect(QgsRectangle(0.0, 14.0, 6.0, 20.0))
+    assert prompted_parts(geometry, np.zeros((0, 2)), box).area() == pytest.approx(16.0)
+    assert prompted_parts(geometry, np.array([[10.0, 1.0]])).area() == pytest.approx(121.0)
