@@ -294,7 +294,8 @@ def demo(
     click.echo(result.table, nl=False)
     click.echo(
         f"segment: {result.polygons} polygons from {result.prompts} point prompts, mean "
-        f"polygon IoU with the true parcels {result.polygon_iou:.3f}"
+        f"polygon IoU with the true parcels {result.polygon_iou:.3f} (box-fill, each parcel's "
+        f"bounding box: {result.box_fill_iou:.3f})"
     )
     timings = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
     click.echo(f"timings: {timings}")

@@ -93,6 +93,8 @@ class DemoResult:
     paths: dict[str, Path] = field(default_factory=dict)
     table: str = ""
     polygon_iou: float = float("nan")
+    # the same measure for box-fill: each parcel's bounding box as its polygon
+    box_fill_iou: float = float("nan")
     polygons: int = 0
     prompts: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
@@ -269,6 +271,8 @@ def run_demo(
     polygons = gpd.read_file(paths["parcels"])
     result.prompts, result.polygons = segmented.prompts, segmented.polygons
     result.polygon_iou = float(polygon_iou(polygons, truth).mean())
+    envelopes = truth.assign(geometry=truth.geometry.envelope)
+    result.box_fill_iou = float(polygon_iou(envelopes, truth).mean())
     render_result(scene.raster, truth, polygons, paths["prompts"], paths["picture"])
     done()
     return result

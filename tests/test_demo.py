@@ -34,6 +34,7 @@ def test_demo_runs_every_stage(tmp_path: Path) -> None:
     assert parcels.is_valid.all() and {"parcel_id", "score", "area_m2"} <= set(parcels.columns)
     assert parcels.crs.equals(gpd.read_file(result.paths["scene"] / "parcels.gpkg").crs)
     assert 0.0 <= result.polygon_iou <= 1.0 and not math.isnan(result.polygon_iou)
+    assert 0.5 < result.box_fill_iou < 1.0  # parcels are polygons, not rectangles
 
 
 def test_demo_refuses_a_used_folder_and_bad_options(tmp_path: Path) -> None:
