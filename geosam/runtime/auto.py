@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -182,6 +182,29 @@ class Tiling:
         next_x = self.xs[tile.col + 1] if tile.col + 1 < len(self.xs) else math.inf
         next_y = self.ys[tile.row + 1] if tile.row + 1 < len(self.ys) else math.inf
         return box[2] > next_x or box[3] > next_y
+
+
+def raster_tiling(
+    raster_size: tuple[int, int],
+    centre_pixel_m: tuple[float, float],
+    ground_resolution_m: float | None,
+    input_size: int,
+    params: AutoParams,
+    min_area_m2: float,
+    max_upsample: float,
+) -> tuple[Tiling, AutoParams]:
+    """One tiling for a whole raster and ``params`` with the minimum area in grid pixels.
+
+    The grid is sized by the raster's pixels at its centre (``centre_pixel_m``, x and y
+    metres): in a geographic CRS pixels shrink towards the poles, but one grid keeps masks of
+    all windows comparable; the areas written are geodesic all the same. Shared by
+    ``geosam segment --auto`` and the QGIS plugin, whose readers measure the pixel.
+    """
+    tiling = auto_tiling(
+        raster_size, centre_pixel_m, ground_resolution_m, input_size, params.overlap, max_upsample
+    )
+    grid_m2 = centre_pixel_m[0] * tiling.scale[0] * centre_pixel_m[1] * tiling.scale[1]
+    return tiling, replace(params, min_area_px=min_area_m2 / grid_m2)
 
 
 def auto_tiling(

@@ -1,6 +1,6 @@
 """``geosam segment --auto``: every parcel of a raster, found without prompts.
 
-The raster is tiled by :func:`geosam.runtime.auto.auto_tiling` and each window is encoded
+The raster is tiled by :func:`geosam.runtime.auto.raster_tiling` and each window is encoded
 once and prompted with a point grid (:func:`~geosam.runtime.auto.window_masks`); the
 :class:`~geosam.runtime.auto.MaskMerger` removes duplicates across windows and hands out
 masks once no later window can replace them, and each is polygonized right away, so memory
@@ -11,7 +11,6 @@ georeferencing and writing of :mod:`geosam.segment.pipeline`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from geosam.runtime.auto import (
     AutoParams,
     MaskMerger,
     Tiling,
-    auto_tiling,
+    raster_tiling,
     window_masks,
 )
 from geosam.segment.pipeline import (
@@ -65,20 +64,16 @@ def segment_auto(
     model = SamModel.load(model_dir, threads=params.threads)
     result = SegmentResult(output, prompts=0, polygons=0)
     with WindowReader(raster, model.manifest) as reader:
-        # one grid for the whole raster, sized at its centre (in a geographic CRS pixels
-        # shrink towards the poles; areas written are geodesic all the same)
         width, height = reader.size
-        pixel_m = reader.pixel_size_m(width / 2, height / 2)
-        tiling = auto_tiling(
+        tiling, auto = raster_tiling(
             reader.size,
-            pixel_m,
+            reader.pixel_size_m(width / 2, height / 2),
             model.ground_resolution_m,
             model.input_size,
-            auto.overlap,
+            auto,
+            min_area_m2,
             params.window.max_upsample,
         )
-        grid_m2 = pixel_m[0] * tiling.scale[0] * pixel_m[1] * tiling.scale[1]
-        auto = dataclasses.replace(auto, min_area_px=min_area_m2 / grid_m2)
         merger = MaskMerger(tiling, auto)
         records = []
         for tile in tqdm(

@@ -12,7 +12,6 @@ Imports onnxruntime (through the runtime's model): import it after require_onnxr
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from qgis.core import QgsFeedback, QgsGeometry
 
 from .polygonize import mask_to_geometry
 from .raster_reader import RasterWindows
-from .runtime.auto import AutoMask, AutoParams, MaskMerger, Tiling, auto_tiling, window_masks
+from .runtime.auto import AutoMask, AutoParams, MaskMerger, Tiling, raster_tiling, window_masks
 from .runtime.model import SamModel
 from .runtime.windows import WindowParams
 
@@ -45,17 +44,15 @@ def segment_all(
     """Every parcel of ``raster``, and the masks dropped by reason; stops early (with what it
     has) when ``feedback`` is cancelled."""
     width, height = raster.size
-    pixel_m = raster.pixel_size_m(width / 2, height / 2)
-    tiling = auto_tiling(
+    tiling, params = raster_tiling(
         raster.size,
-        pixel_m,
+        raster.pixel_size_m(width / 2, height / 2),
         model.ground_resolution_m,
         model.input_size,
-        params.overlap,
+        params,
+        min_area_m2,
         WindowParams().max_upsample,
     )
-    grid_m2 = pixel_m[0] * tiling.scale[0] * pixel_m[1] * tiling.scale[1]
-    params = dataclasses.replace(params, min_area_px=min_area_m2 / grid_m2)
     merger = MaskMerger(tiling, params)
     dropped: Counter[str] = Counter()
     parcels: list[AutoParcel] = []
