@@ -265,7 +265,7 @@ def synth(output: Path, size: int, seed: int, resolution: float) -> None:
     type=click.Choice(["vit_b", "vit_l", "vit_h"]),
     help="The checkpoint's type, where its file name is not the official one.",
 )
-@click.option("--epochs", type=int, help="Training epochs [default: 24 tiny, 4 checkpoint].")
+@click.option("--epochs", type=int, help="Training epochs [default: 48 tiny, 4 checkpoint].")
 @click.option("--scene-size", default=2048, show_default=True, help="Scene side in pixels.")
 @click.option("--seed", default=0, show_default=True, help="Scene, split and model seed.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")

@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+import geopandas as gpd
 import pytest
+from shapely.geometry import Polygon, box
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_quality.py"
 
@@ -64,3 +66,24 @@ def test_decoder_variant(bench) -> None:
     for bad in ("adam:1e-3", "bce", "bce:"):
         with pytest.raises(Exception, match="LOSS:LR"):
             bench.variant(bad)
+
+
+def test_round_trip_scores_against_box_fill(bench, tmp_path: Path) -> None:
+    scene, out = tmp_path / "scene", tmp_path / "trip"
+    scene.mkdir()
+    out.mkdir()
+    triangle = Polygon([(0, 0), (10, 0), (0, 10)])
+    crs = "EPSG:32633"
+    truth = gpd.GeoDataFrame({"parcel_id": [1, 2]}, geometry=[box(0, 0, 10, 10), triangle], crs=crs)
+    truth.to_file(scene / "parcels.gpkg", layer="parcels")
+    # parcel 1 found exactly, parcel 2 missed
+    found = gpd.GeoDataFrame({"parcel_id": [1]}, geometry=[box(0, 0, 10, 10)], crs=crs)
+    found.to_file(out / "parcels.gpkg")
+    scores = bench.round_trip_scores(scene, out)
+    assert scores == {
+        "parcels": 2,
+        "polygons": 1,
+        "point_polygon_iou": 0.5,
+        "box_fill_polygon_iou": 0.75,
+        "share_above_0.5": 0.5,
+    }

@@ -122,6 +122,23 @@ def test_choices_are_checked():
     assert "MODEL.TRAINABLE got 'decoder'" in error_of(None, ["MODEL.TRAINABLE", "[decoder]"])
 
 
+@pytest.mark.parametrize(
+    "key, value, shown, wanted",
+    [
+        ("DATALOADER.IMS_PER_BATCH", "0", "0", ">= 1"),
+        ("TEST.EVAL_PERIOD", "-1", "-1", ">= 0"),
+        ("SOLVER.CHECKPOINT_PERIOD", "0", "0", ">= 1"),
+        ("DATALOADER.FRACTION", "1.5", "1.5", "in (0, 1]"),
+        ("INPUT.PROMPT_WEIGHTS", "[0.5, -0.25, 0.25]", "-0.25", ">= 0"),
+        ("INPUT.IMAGE_SIZE", "-256", "-256", "> 0"),
+    ],
+)
+def test_ranges_are_checked(key, value, shown, wanted):
+    assert error_of(None, [key, value]) == f"config key {key} got {shown}; it must be {wanted}"
+    # the edge of each range is allowed
+    load_config(None, ["TEST.EVAL_PERIOD", "0", "SOLVER.BASE_LR", "0", "DATALOADER.FRACTION", "1"])
+
+
 def test_file_problems(tmp_path):
     missing = str(tmp_path / "missing.yaml")
     assert error_of(missing, []) == f"config file {missing} not found"

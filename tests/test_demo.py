@@ -9,9 +9,17 @@ import geopandas as gpd
 import pytest
 import torch
 from click.testing import CliRunner
+from shapely.geometry import Polygon, box
 
 from geosam.cli import cli
-from geosam.demo import DemoParams, checkpoint_model_type, run_demo
+from geosam.demo import (
+    DemoParams,
+    box_fill_polygon_iou,
+    checkpoint_model_type,
+    polygon_iou,
+    run_demo,
+    write_point_prompts,
+)
 from geosam.utils.errors import GeosamError
 
 
@@ -71,3 +79,29 @@ def test_demo_with_a_checkpoint_tunes_its_decoder_on_cached_embeddings(tmp_path:
     assert cfg.MODEL.TYPE == "vit_b" and Path(cfg.MODEL.CHECKPOINT) == checkpoint
     assert list(cfg.MODEL.TRAINABLE) == ["mask_decoder"] and cfg.CACHE.EMBEDDINGS
     assert not (cfg.INPUT.HFLIP or cfg.INPUT.VFLIP or cfg.INPUT.ROT90)
+
+
+def test_polygon_scores_match_parcels_by_id(tmp_path: Path) -> None:
+    triangle = Polygon([(0, 0), (10, 0), (0, 10)])
+    truth = gpd.GeoDataFrame(
+        {"parcel_id": [1, 2, 3]},
+        geometry=[box(0, 0, 10, 10), triangle, box(20, 0, 30, 10)],
+        crs="EPSG:32633",
+    )
+    # parcel 1 found in two pieces (dissolved: IoU 1), parcel 2 half, parcel 3 not at all;
+    # the result comes back in another CRS
+    result = gpd.GeoDataFrame(
+        {"parcel_id": [2, 1, 1]},
+        geometry=[box(0, 0, 5, 10).intersection(triangle), box(0, 0, 10, 5), box(0, 5, 10, 10)],
+        crs="EPSG:32633",
+    ).to_crs("EPSG:4326")
+    ious = polygon_iou(result, truth)
+    assert ious[0] == pytest.approx(1.0, abs=1e-6)
+    assert ious[1] == pytest.approx(0.75, abs=1e-6)  # 37.5 of the triangle's 50 m²
+    assert ious[2] == 0.0
+    assert box_fill_polygon_iou(truth) == pytest.approx([1.0, 0.5, 1.0])
+
+    write_point_prompts(truth, tmp_path / "prompts.gpkg")
+    prompts = gpd.read_file(tmp_path / "prompts.gpkg", layer="prompts")
+    assert list(prompts["parcel_id"]) == [1, 2, 3]
+    assert prompts.geometry.within(truth.geometry).all()

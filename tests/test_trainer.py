@@ -383,6 +383,12 @@ def test_early_stopping(tmp_path):
     assert loss.lrs == [] and resumed == document
 
 
+def test_eval_period_zero_scores_only_before_and_after_training(tmp_path):
+    _, _, document = train(tiny_cfg("TEST.EVAL_PERIOD", "0"), tmp_path)
+    assert [e["iteration"] for e in document["evaluations"]] == [0, 8]
+    assert document["final"]["iteration"] == 8
+
+
 def test_sigkill_mid_training_resumes(reference, tmp_path):
     marker = tmp_path / "hanging"
     env = {**os.environ, "GEOSAM_TEST_MARKER": str(marker), "OMP_NUM_THREADS": "1"}

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from yacs.config import CfgNode
 
-from geosam.config.defaults import CHOICES, get_cfg_defaults
+from geosam.config.defaults import CHOICES, RANGES, get_cfg_defaults
 from geosam.utils.errors import GeosamError
 
 __all__ = ["get_cfg_defaults", "load_config"]
@@ -41,6 +41,7 @@ def load_config(config_file: str | None = None, opts: Sequence[str] = ()) -> Cfg
     for key, text in zip(opts[0::2], opts[1::2], strict=True):
         _set(cfg, key, text, _COMMAND_LINE, from_text=True)
     _check_choices(cfg)
+    _check_ranges(cfg)
     cfg.freeze()
     return cfg
 
@@ -164,14 +165,25 @@ def _type_name(default: Any) -> str:
     return type(default).__name__
 
 
+def _values(cfg: CfgNode, key: str) -> list[Any]:
+    """The value of ``key``, or its elements for a list key."""
+    node = cfg
+    for name in key.split("."):
+        node = node[name]
+    return list(node) if isinstance(node, list) else [node]
+
+
 def _check_choices(cfg: CfgNode) -> None:
     for key, allowed in CHOICES.items():
-        node = cfg
-        for name in key.split("."):
-            node = node[name]
-        values = node if isinstance(node, list) else [node]
-        for value in values:
+        for value in _values(cfg, key):
             if value not in allowed:
                 raise GeosamError(
                     f"config key {key} got {value!r}; expected one of {', '.join(allowed)}"
                 )
+
+
+def _check_ranges(cfg: CfgNode) -> None:
+    for key, (valid, wanted) in RANGES.items():
+        for value in _values(cfg, key):
+            if not valid(value):
+                raise GeosamError(f"config key {key} got {value!r}; it must be {wanted}")

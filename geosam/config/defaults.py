@@ -9,6 +9,8 @@ The frozen, merged tree is written into each run directory, so a run can always 
 and evaluated with the exact options it was trained with.
 """
 
+from collections.abc import Callable
+
 from yacs.config import CfgNode as CN
 
 _C = CN()
@@ -151,7 +153,8 @@ _C.CACHE.DIR = ""
 # TEST: evaluation during training and in `geosam evaluate`.
 # ---------------------------------------------------------------------------------------------
 _C.TEST = CN()
-# Evaluate on the validation split every this many epochs.
+# Evaluate on the validation split every this many epochs (0: only before and after training;
+# the untrained model is always scored first).
 _C.TEST.EVAL_PERIOD = 1
 # A pixel is inside the mask where its logit exceeds this; SAM's 0.0 (probability 0.5). The
 # loss uses it too, so the IoU head learns the quality of the mask that is actually used.
@@ -170,6 +173,44 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "INPUT.PROMPT_TYPES": ("box", "point", "points"),
     "SOLVER.OPTIMIZER": ("adamw",),
     "SOLVER.LR_SCHEDULER": ("cosine", "multistep"),
+}
+
+
+# Numeric keys' valid values: (test, what it asks), applied to each element of a list key. Out of
+# range, a zero batch or period would fail deep inside torch or ignite with a traceback.
+_POSITIVE = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+_AT_LEAST_ONE = (lambda v: v >= 1, ">= 1")
+_UNIT_INTERVAL = (lambda v: 0 < v <= 1, "in (0, 1]")
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "MODEL.ENCODER_TRAINABLE_BLOCKS": _NON_NEGATIVE,
+    "INPUT.IMAGE_SIZE": _POSITIVE,
+    "INPUT.PIXEL_STD": _POSITIVE,
+    "INPUT.BOX_JITTER": _NON_NEGATIVE,
+    "INPUT.BOX_JITTER_MAX_PX": _NON_NEGATIVE,
+    "INPUT.PROMPT_WEIGHTS": _NON_NEGATIVE,
+    "INPUT.NUM_POINTS": _AT_LEAST_ONE,
+    "INPUT.NEGATIVE_POINTS": _NON_NEGATIVE,
+    "INPUT.MAX_INSTANCES": _AT_LEAST_ONE,
+    "DATALOADER.NUM_WORKERS": _NON_NEGATIVE,
+    "DATALOADER.IMS_PER_BATCH": _AT_LEAST_ONE,
+    "DATALOADER.MAX_SAMPLES": _NON_NEGATIVE,
+    "DATALOADER.FRACTION": _UNIT_INTERVAL,
+    "SOLVER.BASE_LR": _NON_NEGATIVE,
+    "SOLVER.WEIGHT_DECAY": _NON_NEGATIVE,
+    "SOLVER.WEIGHT_DECAY_NORM": _NON_NEGATIVE,
+    "SOLVER.MAX_EPOCHS": _AT_LEAST_ONE,
+    "SOLVER.WARMUP_ITERS": _NON_NEGATIVE,
+    "SOLVER.WARMUP_FACTOR": _UNIT_INTERVAL,
+    "SOLVER.GAMMA": _POSITIVE,
+    "SOLVER.CLIP_GRAD_NORM": _NON_NEGATIVE,
+    "SOLVER.CHECKPOINT_PERIOD": _AT_LEAST_ONE,
+    "SOLVER.EARLY_STOPPING_PATIENCE": _NON_NEGATIVE,
+    "LOSS.FOCAL_WEIGHT": _NON_NEGATIVE,
+    "LOSS.DICE_WEIGHT": _NON_NEGATIVE,
+    "LOSS.IOU_WEIGHT": _NON_NEGATIVE,
+    "LOSS.FOCAL_GAMMA": _NON_NEGATIVE,
+    "TEST.EVAL_PERIOD": _NON_NEGATIVE,
 }
 
 

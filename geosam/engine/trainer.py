@@ -411,7 +411,8 @@ def do_train(
         # model_best.pth stays the base decoder if no epoch beats it
         if not resume:
             trainer.add_event_handler(Events.STARTED, validate)
-        trainer.add_event_handler(Events.EPOCH_COMPLETED(every=cfg.TEST.EVAL_PERIOD), validate)
+        if cfg.TEST.EVAL_PERIOD:
+            trainer.add_event_handler(Events.EPOCH_COMPLETED(every=cfg.TEST.EVAL_PERIOD), validate)
     elif is_main:
         logger.warning("no validation split: model_best.pth is not written, no early stopping")
     trainer.add_event_handler(Events.EPOCH_COMPLETED, save_checkpoint)
