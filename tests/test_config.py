@@ -139,6 +139,12 @@ def test_ranges_are_checked(key, value, shown, wanted):
     load_config(None, ["TEST.EVAL_PERIOD", "0", "SOLVER.BASE_LR", "0", "DATALOADER.FRACTION", "1"])
 
 
+def test_prompt_weights_fit_the_prompt_types():
+    assert "2 weights for the 3 kinds" in error_of(None, ["INPUT.PROMPT_WEIGHTS", "[1, 1]"])
+    assert "must not all be 0" in error_of(None, ["INPUT.PROMPT_WEIGHTS", "[0, 0, 0]"])
+    load_config(None, ["INPUT.PROMPT_TYPES", "[box]", "INPUT.PROMPT_WEIGHTS", "[2]"])
+
+
 def test_file_problems(tmp_path):
     missing = str(tmp_path / "missing.yaml")
     assert error_of(missing, []) == f"config file {missing} not found"

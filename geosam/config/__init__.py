@@ -42,6 +42,7 @@ def load_config(config_file: str | None = None, opts: Sequence[str] = ()) -> Cfg
         _set(cfg, key, text, _COMMAND_LINE, from_text=True)
     _check_choices(cfg)
     _check_ranges(cfg)
+    _check_prompt_weights(cfg)
     cfg.freeze()
     return cfg
 
@@ -187,3 +188,14 @@ def _check_ranges(cfg: CfgNode) -> None:
         for value in _values(cfg, key):
             if not valid(value):
                 raise GeosamError(f"config key {key} got {value!r}; it must be {wanted}")
+
+
+def _check_prompt_weights(cfg: CfgNode) -> None:
+    kinds, weights = cfg.INPUT.PROMPT_TYPES, cfg.INPUT.PROMPT_WEIGHTS
+    if len(weights) != len(kinds):
+        raise GeosamError(
+            f"config key INPUT.PROMPT_WEIGHTS has {len(weights)} weights for the "
+            f"{len(kinds)} kinds of INPUT.PROMPT_TYPES {list(kinds)}: give one per kind"
+        )
+    if not sum(weights) > 0:
+        raise GeosamError("config key INPUT.PROMPT_WEIGHTS must not all be 0")
