@@ -179,10 +179,15 @@ def box_fill_polygon_iou(truth: gpd.GeoDataFrame) -> np.ndarray:
 
 
 def render_result(
-    raster: Path, truth: gpd.GeoDataFrame, result: gpd.GeoDataFrame, prompts: Path, out: Path
+    raster: Path,
+    truth: gpd.GeoDataFrame,
+    result: gpd.GeoDataFrame,
+    prompts: Path,
+    out: Path,
+    area: str = "val area",
 ) -> None:
-    """The validation area: raster, true parcels (white outlines), segmented polygons
-    (orange), prompts (cyan points)."""
+    """The extent of ``truth`` (named ``area`` in the title): raster, true parcels (white
+    outlines), segmented polygons (orange), prompts (cyan points)."""
     xmin, ymin, xmax, ymax = truth.total_bounds
     fig, ax = plt.subplots(figsize=(9, 9))
     with rasterio.open(raster) as src:
@@ -198,7 +203,7 @@ def render_result(
     ax.set_xlim(xmin, xmax)
     ax.set_ylim(ymin, ymax)
     ax.set_axis_off()
-    ax.set_title("geosam demo: segmented parcels (orange) vs true parcels (white), val area")
+    ax.set_title(f"geosam: segmented parcels (orange) vs true parcels (white), {area}")
     save_figure(fig, out)
 
 

@@ -48,7 +48,7 @@ import geopandas as gpd
 
 from geosam.data.synthetic import make_scene
 from geosam.data.tiling import TileParams, load_manifest, tile_dataset
-from geosam.demo import box_fill_polygon_iou, polygon_iou, write_point_prompts
+from geosam.demo import box_fill_polygon_iou, polygon_iou, render_result, write_point_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -162,10 +162,19 @@ def round_trip(scene: Path, model: Path, out: Path) -> None:
 
 
 def round_trip_scores(scene: Path, out: Path) -> dict[str, float]:
-    """Mean polygon IoU of the round trip's polygons and of box-fill with the true parcels."""
+    """Mean polygon IoU of the round trip's polygons and of box-fill with the true parcels;
+    draws both over the scene into ``out``/parcels.png."""
     truth = gpd.read_file(scene / "parcels.gpkg", layer="parcels")
     segmented = gpd.read_file(out / "parcels.gpkg")
     ious = polygon_iou(segmented, truth)
+    render_result(
+        scene / "scene.tif",
+        truth,
+        segmented,
+        out / "prompts.gpkg",
+        out / "parcels.png",
+        "unseen synthetic scene",
+    )
     return {
         "parcels": len(truth),
         "polygons": len(segmented),

@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pytest
+import rasterio
 from shapely.geometry import Polygon, box
+
+from geosam.demo import write_point_prompts
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_quality.py"
 
@@ -76,6 +80,11 @@ def test_round_trip_scores_against_box_fill(bench, tmp_path: Path) -> None:
     crs = "EPSG:32633"
     truth = gpd.GeoDataFrame({"parcel_id": [1, 2]}, geometry=[box(0, 0, 10, 10), triangle], crs=crs)
     truth.to_file(scene / "parcels.gpkg", layer="parcels")
+    profile = {"driver": "GTiff", "width": 20, "height": 20, "count": 3, "dtype": "uint8"}
+    transform = rasterio.transform.from_origin(-5, 15, 1, 1)
+    with rasterio.open(scene / "scene.tif", "w", crs=crs, transform=transform, **profile) as dst:
+        dst.write(np.full((3, 20, 20), 90, dtype=np.uint8))
+    write_point_prompts(truth, out / "prompts.gpkg")
     # parcel 1 found exactly, parcel 2 missed
     found = gpd.GeoDataFrame({"parcel_id": [1]}, geometry=[box(0, 0, 10, 10)], crs=crs)
     found.to_file(out / "parcels.gpkg")
@@ -87,3 +96,4 @@ def test_round_trip_scores_against_box_fill(bench, tmp_path: Path) -> None:
         "box_fill_polygon_iou": 0.75,
         "share_above_0.5": 0.5,
     }
+    assert (out / "parcels.png").stat().st_size > 0
