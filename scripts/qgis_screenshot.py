@@ -24,7 +24,7 @@ from pathlib import Path
 
 ENV = "GEOSAM_SCREENSHOT"
 # Scene pixels (col, row) of the two clicks: the first is accepted, the second previewed.
-CLICKS = ((230.5, 120.5), (250.5, 330.5))
+CLICKS = ((202.5, 125.5), (255.5, 297.5))
 VIEW_MARGIN = 200.0
 
 
