@@ -33,6 +33,7 @@ from yacs.config import CfgNode
 from geosam.config import load_config
 from geosam.data.synthetic import make_scene
 from geosam.data.tiling import TileParams, tile_dataset
+from geosam.data.tiling.grid import plan_tiles
 from geosam.engine.evaluate import default_output_dir, evaluate, load_run
 from geosam.engine.launch import launch_training
 from geosam.export import export_onnx
@@ -136,6 +137,26 @@ def training_config(params: DemoParams, tiles: Path, run_dir: Path) -> CfgNode:
     return load_config(None, opts)
 
 
+def tile_params(params: DemoParams) -> TileParams:
+    """The demo's tiling: 256 px tiles in split blocks of 2 × 2 tiles for the tiny model;
+    1024 px tiles in blocks of one tile for a checkpoint, so that the default 2,048 px scene
+    has four blocks, one of them for validation (blocks of 2 × 2 would make it one block and
+    leave no val split). Refuses a scene too small for two blocks."""
+    tile_size = params.tile_size or (256 if params.checkpoint is None else 1024)
+    split_block = 2 if params.checkpoint is None else 1
+    tiling = TileParams(
+        tile_size=tile_size, overlap=tile_size // 8, split_block=split_block, seed=params.seed
+    )
+    size = params.scene_size
+    planned = plan_tiles(0, size, size, tile_size, tiling.overlap, split_block)
+    if len({tile.block for tile in planned}) < 2:
+        raise GeosamError(
+            f"--scene-size {size} leaves no validation area with {tile_size} px tiles "
+            f"(one split block of {split_block * tile_size} px): use a larger --scene-size"
+        )
+    return tiling
+
+
 def val_area_parcels(labels: Path, footprints: Path) -> gpd.GeoDataFrame:
     """The parcels whose representative point lies in the validation tiles: held out from
     training by the tile split."""
@@ -217,9 +238,12 @@ def run_demo(
 ) -> DemoResult:
     """Run every stage into ``output`` (refused if it holds anything, unless ``overwrite``);
     ``announce`` gets one line as each stage starts."""
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise GeosamError(f"{output} is not empty: pass --overwrite to replace it")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise GeosamError(f"{output} is not empty: pass --overwrite to replace it")
+    # validate the options before anything is written and minutes of work
+    cfg = training_config(params, output / "tiles", output / "run")
+    tiling = tile_params(params)
+    if output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
     result = DemoResult(output)
@@ -233,9 +257,6 @@ def run_demo(
         parcels=output / "parcels.shp",
         picture=output / "parcels.png",
     )
-    # validate the training options before minutes of work
-    cfg = training_config(params, paths["tiles"], paths["run"])
-    tile_size = params.tile_size or (256 if params.checkpoint is None else 1024)
 
     def stage(name: str, what: str) -> Callable[[], None]:
         announce(f"demo: {what}")
@@ -246,12 +267,12 @@ def run_demo(
     scene = make_scene(paths["scene"], params.scene_size, params.seed, progress=progress)
     done()
 
-    done = stage("tile", f"tiles of {tile_size} px → {paths['tiles']}")
+    done = stage("tile", f"tiles of {tiling.tile_size} px → {paths['tiles']}")
     tile_dataset(
         [str(scene.raster)],
         scene.labels,
         paths["tiles"],
-        TileParams(tile_size=tile_size, overlap=tile_size // 8, seed=params.seed),
+        tiling,
         id_field=ID_FIELD,
         progress=progress,
     )

@@ -12,12 +12,14 @@ from click.testing import CliRunner
 from shapely.geometry import Polygon, box
 
 from geosam.cli import cli
+from geosam.data.tiling.grid import assign_splits, plan_tiles
 from geosam.demo import (
     DemoParams,
     box_fill_polygon_iou,
     checkpoint_model_type,
     polygon_iou,
     run_demo,
+    tile_params,
     write_point_prompts,
 )
 from geosam.utils.errors import GeosamError
@@ -60,6 +62,24 @@ def test_demo_refuses_a_used_folder_and_bad_options(tmp_path: Path) -> None:
     assert "not found" in error("-o", str(tmp_path / "a"), "--checkpoint", "/nope/sam.pth")
     assert "--scene-size" in error("-o", str(tmp_path / "b"), "--scene-size", "100")
     assert "--epochs" in error("-o", str(tmp_path / "c"), "--epochs", "0")
+    # 1024 px tiles for a checkpoint: a 1024 px scene is one tile, no validation block
+    checkpoint = tmp_path / "sam_vit_b_01ec64.pth"
+    checkpoint.write_bytes(b"never read: the scene is refused first")
+    small = ["--checkpoint", str(checkpoint), "--scene-size", "1024"]
+    assert "larger --scene-size" in error("-o", str(tmp_path / "d"), *small)
+    assert not (tmp_path / "d").exists()
+    assert "larger --scene-size" in error("-o", str(used), "--overwrite", *small)
+    assert (used / "keep.txt").is_file()  # refused before --overwrite emptied it
+
+
+def test_demo_tiling_leaves_a_validation_block(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "sam_vit_b_01ec64.pth"
+    for params in (DemoParams(), DemoParams(checkpoint=checkpoint)):
+        tiling = tile_params(params)
+        planned = plan_tiles(0, 2048, 2048, tiling.tile_size, tiling.overlap, tiling.split_block)
+        assert len({tile.block for tile in planned}) >= 4
+        assert "val" in assign_splits(planned, tiling.val_fraction, tiling.seed).values()
+    assert tile_params(DemoParams(checkpoint=checkpoint)).tile_size == 1024
 
 
 def test_checkpoint_type_from_the_official_name(tmp_path: Path) -> None:
