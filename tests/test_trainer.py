@@ -171,7 +171,7 @@ def reference(tmp_path_factory):
     return {"params": trained(model), "lrs": loss.lrs, "document": document, "dir": output_dir}
 
 
-def test_decode_batch_one_call_per_image_and_kind():
+def test_decode_batch_one_result_per_image_and_kind():
     cfg = tiny_cfg()
     model = build_model(cfg)
     batch = parcel_batch(3, images=2, with_points=True)
@@ -200,6 +200,38 @@ def test_decode_batch_one_call_per_image_and_kind():
         align_corners=False,
     )[:, 0, :200]
     torch.testing.assert_close(logits, upscaled)
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_decode_batch_groups_images_yet_matches_one_decoder_call_per_image(multimask):
+    """Prompts of a kind from all images share one decoder call; each image's result is what
+    SAM's decoder gives for that image alone, gradients to the embeddings included."""
+    model = build_model(tiny_cfg())
+    batch = parcel_batch(3, images=2, with_points=True)
+    batch["embeddings"] = torch.randn(batch["embeddings"].shape, requires_grad=True)
+    # Images with different numbers of prompts of a kind, and a kind only one image has.
+    batch["prompts"][1]["box"] = {k: v[:1] for k, v in batch["prompts"][1]["box"].items()}
+    del batch["prompts"][0]["points"]
+    decoded = decode_batch(model, batch, multimask=multimask)
+    grouped = torch.autograd.grad(sum(d.low_res_logits.sum() for d in decoded), batch["embeddings"])
+    image_pe = model.prompt_encoder.get_dense_pe()
+    alone_total = 0
+    for item in decoded:
+        prompt = batch["prompts"][item.image_index][item.kind]
+        points = (prompt["coords"], prompt["labels"]) if "coords" in prompt else None
+        sparse, dense = model.prompt_encoder(points=points, boxes=prompt.get("boxes"), masks=None)
+        logits, iou = model.mask_decoder(
+            image_embeddings=batch["embeddings"][item.image_index : item.image_index + 1],
+            image_pe=image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask and item.kind == "point",
+        )
+        torch.testing.assert_close(item.low_res_logits, logits)
+        torch.testing.assert_close(item.iou_predictions, iou)
+        alone_total = alone_total + logits.sum()
+    alone = torch.autograd.grad(alone_total, batch["embeddings"])
+    torch.testing.assert_close(grouped[0], alone[0])
 
 
 def test_frozen_encoder_runs_without_graph_and_decoder_gets_gradients():

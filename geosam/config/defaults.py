@@ -159,6 +159,10 @@ _C.TEST.EVAL_PERIOD = 1
 # A pixel is inside the mask where its logit exceeds this; SAM's 0.0 (probability 0.5). The
 # loss uses it too, so the IoU head learns the quality of the mask that is actually used.
 _C.TEST.MASK_THRESHOLD = 0.0
+# Score the part of each mask that `geosam segment` and the QGIS plugin deliver: the connected
+# regions under a positive click, else the region most inside the box (fragments elsewhere in
+# the window dropped). False scores the decoder's raw mask.
+_C.TEST.PROMPTED_PART = True
 
 # The run directory: frozen config, checkpoints, trained weights, metrics, TensorBoard events.
 _C.OUTPUT_DIR = "out/train"

@@ -4,7 +4,8 @@ The evaluator is an ignite ``Engine`` (:func:`create_evaluator`), so the trainer
 the very same engine between epochs and ``geosam evaluate`` runs it on its own. Each step runs
 :func:`~geosam.modeling.prompted.decode_batch`, keeps per prompt the output the IoU head ranks
 first, upscales it to the input frame (:func:`~geosam.modeling.prompted.predict_masks`),
-thresholds it at TEST.MASK_THRESHOLD and scores it against the prompt's target
+thresholds it at TEST.MASK_THRESHOLD, keeps the prompted part (TEST.PROMPTED_PART, as
+``geosam segment`` does) and scores it against the prompt's target
 (:mod:`geosam.engine.metrics`). Under distributed evaluation every process scores its shard
 and :class:`~geosam.engine.metrics.PromptMetrics` sums over processes.
 """
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from geosam.engine.metrics import PromptMetrics, score_masks
+from geosam.engine.prompted_part import keep_prompted_parts
 from geosam.modeling.prompted import (
     Batch,
     DecodedPrompts,
@@ -97,7 +99,7 @@ class PredictedMasks:
 
     decoded: DecodedPrompts
     # (N, h, w) bool in the image's input frame (``decoded.input_size``), thresholded at
-    # TEST.MASK_THRESHOLD.
+    # TEST.MASK_THRESHOLD; with TEST.PROMPTED_PART only the prompted part.
     masks: torch.Tensor
     # (N,) the IoU head's estimate for each mask.
     predicted_iou: torch.Tensor
@@ -120,9 +122,10 @@ def predict_batch(
         predictions = []
         for item in decoded:
             logits, predicted_iou = predict_masks(item, cfg.INPUT.IMAGE_SIZE)
-            predictions.append(
-                PredictedMasks(item, logits > cfg.TEST.MASK_THRESHOLD, predicted_iou)
-            )
+            masks = logits > cfg.TEST.MASK_THRESHOLD
+            if cfg.TEST.PROMPTED_PART:
+                masks = keep_prompted_parts(masks, batch["prompts"][item.image_index][item.kind])
+            predictions.append(PredictedMasks(item, masks, predicted_iou))
     return predictions
 
 

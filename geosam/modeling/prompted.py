@@ -8,8 +8,8 @@ starts from cached embeddings and computes the loss at the decoder's low resolut
 A batch (see ``geosam.data``) holds per image either ``images`` (normalised, padded) or, when
 the encoder is frozen and its outputs cached, ``embeddings``, plus ``input_sizes`` and a
 ``prompts`` dict per image: prompt kind → ``boxes`` or ``coords``/``labels``, ``targets``
-(N, S, S) and ``instance_ids`` (N,). Prompts of one kind on one image share one decoder call:
-the decoder repeats the single image embedding for its N prompts itself.
+(N, S, S) and ``instance_ids`` (N,). Prompts of one kind share one decoder call across the
+images of the batch.
 """
 
 from __future__ import annotations
@@ -75,39 +75,79 @@ def decode_batch(model: Sam, batch: Batch, multimask: bool) -> list[DecodedPromp
     Returns one :class:`DecodedPrompts` per (image, kind) that has prompts, in image order and
     then :data:`PROMPT_KINDS` order. ``multimask`` (MODEL.MULTIMASK) gives single-point prompts
     SAM's three masks.
+
+    Prompts of one kind (and one number of points) are decoded in one call for all the images
+    of the batch, not one call per image: each decoder call on a handful of prompts is mostly
+    per-operator overhead (about a thousand small matmuls per training step of the tiny model
+    when called per image), so grouping makes a step several times faster on CPU and launches
+    fewer kernels on GPU. The result is the same as per-image calls (see :func:`_decode_group`).
     """
     embeddings = image_embeddings(model, batch)
     image_pe = model.prompt_encoder.get_dense_pe()
-    decoded = []
+    groups: dict[tuple[str, int], list[int]] = {}
     for index, prompts in enumerate(batch["prompts"]):
-        input_size = tuple(int(v) for v in batch["input_sizes"][index])
         for kind in PROMPT_KINDS:
-            if kind not in prompts:
-                continue
-            prompt = prompts[kind]
-            points = (prompt["coords"], prompt["labels"]) if "coords" in prompt else None
-            sparse, dense = model.prompt_encoder(
-                points=points, boxes=prompt.get("boxes"), masks=None
-            )
-            logits, iou_predictions = model.mask_decoder(
-                image_embeddings=embeddings[index : index + 1],
-                image_pe=image_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask and kind in MULTIMASK_KINDS,
-            )
+            if kind in prompts:
+                points = prompts[kind]["coords"].shape[1] if "coords" in prompts[kind] else 0
+                groups.setdefault((kind, points), []).append(index)
+    decoded = []
+    for (kind, _), indices in groups.items():
+        prompts = [batch["prompts"][index][kind] for index in indices]
+        logits, iou_predictions = _decode_group(
+            model, embeddings, image_pe, indices, prompts, multimask and kind in MULTIMASK_KINDS
+        )
+        counts = [len(prompt["targets"]) for prompt in prompts]
+        for index, prompt, image_logits, image_iou in zip(
+            indices, prompts, logits.split(counts), iou_predictions.split(counts), strict=True
+        ):
             decoded.append(
                 DecodedPrompts(
                     kind=kind,
                     image_index=index,
-                    input_size=input_size,
-                    low_res_logits=logits,
-                    iou_predictions=iou_predictions,
+                    input_size=tuple(int(v) for v in batch["input_sizes"][index]),
+                    low_res_logits=image_logits,
+                    iou_predictions=image_iou,
                     targets=prompt["targets"],
                     instance_ids=prompt["instance_ids"],
                 )
             )
+    decoded.sort(key=lambda item: (item.image_index, PROMPT_KINDS.index(item.kind)))
     return decoded
+
+
+def _decode_group(
+    model: Sam,
+    embeddings: torch.Tensor,
+    image_pe: torch.Tensor,
+    indices: list[int],
+    prompts: list[dict[str, torch.Tensor]],
+    multimask: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode prompts of one kind from several images in one mask-decoder call.
+
+    SAM's decoder repeats a single image embedding for all its prompts and adds each prompt's
+    dense embedding to it. Here each prompt needs its own image's embedding, so the sum is
+    formed first and passed as the dense embedding, with an all-zero image embedding for the
+    decoder to repeat: the decoder sees exactly the tensor it would have built per image.
+    """
+    counts = torch.tensor([len(prompt["targets"]) for prompt in prompts], device=embeddings.device)
+    if "coords" in prompts[0]:
+        points = (
+            torch.cat([prompt["coords"] for prompt in prompts]),
+            torch.cat([prompt["labels"] for prompt in prompts]),
+        )
+        boxes = None
+    else:
+        points, boxes = None, torch.cat([prompt["boxes"] for prompt in prompts])
+    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
+    per_prompt = torch.repeat_interleave(embeddings[indices], counts, dim=0)
+    return model.mask_decoder(
+        image_embeddings=torch.zeros_like(embeddings[:1]),
+        image_pe=image_pe,
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=per_prompt + dense,
+        multimask_output=multimask,
+    )
 
 
 def batch_to_device(batch: Any, device: torch.device) -> Any:
