@@ -21,9 +21,11 @@ parcel as the prompt, polygon IoU with the true parcels against box-fill's (each
 bounding box).
 
 It prints mIoU, Dice, boundary IoU and object F1 at IoU 0.5 per prompt kind side by side with
-the difference tuned − stand-in, and writes OUT/quality.json and OUT/quality.md. Every trained
-model stays under OUT (runs/*), so e.g.
-``geosam evaluate --run OUT/runs/decoder-bce-lr0.0003 --dataset ANY`` works later. Stages
+the difference tuned − stand-in, twice: for the masks as ``geosam segment`` and the plugin
+deliver them (the prompted part of each, ``geosam evaluate``'s default) and for the decoder's
+raw masks. It writes OUT/quality.json and OUT/quality.md. Every trained model stays under OUT
+(runs/*), so e.g. ``geosam evaluate --run OUT/runs/decoder-bce-lr0.001 --dataset ANY`` works
+later. Stages
 whose outputs exist are skipped (a rerun resumes) unless --overwrite.
 
     python scripts/bench_quality.py [--output out/bench_quality]
@@ -62,6 +64,17 @@ FULL_TRAINABLE = "[image_encoder,prompt_encoder,mask_decoder]"
 LOSSES: dict[str, dict[str, object]] = {
     "focal": {},
     "bce": {"LOSS.FOCAL_WEIGHT": 1.0, "LOSS.FOCAL_ALPHA": -1.0, "LOSS.FOCAL_GAMMA": 0.0},
+}
+# How held-out masks are scored: the prompted part of each mask, as `geosam segment` and the
+# plugin deliver it (the default, TEST.PROMPTED_PART), and the decoder's raw mask. Each is
+# (eval folder suffix, overrides).
+SCORINGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "prompted part": ("", ()),
+    "raw masks": ("-raw-masks", ("TEST.PROMPTED_PART", "False")),
+}
+SCORING_TITLES = {
+    "prompted part": "Masks as delivered (the prompted part, TEST.PROMPTED_PART):",
+    "raw masks": "The decoder's raw masks (TEST.PROMPTED_PART False):",
 }
 # The held-out images' tiles are all in split "train" of their own dataset (--val-fraction 0).
 HELDOUT_SPLIT = "train"
@@ -415,31 +428,36 @@ def main() -> None:
     )
 
     tuned = {"decoder": decoder_runs[chosen], "decoder+encoder": full_run}
-    evals: dict[str, dict[str, Any]] = {}
-    for name, run_dir in tuned.items():
-        eval_dir = out / "eval" / run_dir.name
-        timings.run(
-            f"evaluate {name} on held-out images",
-            not redo and (eval_dir / "metrics.json").exists(),
-            lambda run_dir=run_dir, eval_dir=eval_dir: geosam(
-                "evaluate",
-                "--run",
-                str(run_dir),
-                "--dataset",
-                str(naip_heldout),
-                "--split",
-                HELDOUT_SPLIT,
-                "-o",
-                str(eval_dir),
-                "--quiet",
-                "MODEL.DEVICE",
-                "cpu",
-            ),
-        )
-        evals[name] = load_eval(eval_dir)
-
-    results = collect(evals)
-    markdown = table(results, list(tuned))
+    results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for scoring, (suffix, overrides) in SCORINGS.items():
+        evals: dict[str, dict[str, Any]] = {}
+        for name, run_dir in tuned.items():
+            eval_dir = out / "eval" / f"{run_dir.name}{suffix}"
+            timings.run(
+                f"evaluate {name} on held-out images ({scoring})",
+                not redo and (eval_dir / "metrics.json").exists(),
+                lambda run_dir=run_dir, eval_dir=eval_dir, overrides=overrides: geosam(
+                    "evaluate",
+                    "--run",
+                    str(run_dir),
+                    "--dataset",
+                    str(naip_heldout),
+                    "--split",
+                    HELDOUT_SPLIT,
+                    "-o",
+                    str(eval_dir),
+                    "--quiet",
+                    "MODEL.DEVICE",
+                    "cpu",
+                    *overrides,
+                ),
+            )
+            evals[name] = load_eval(eval_dir)
+        results[scoring] = collect(evals)
+    markdown = "\n".join(
+        f"{SCORING_TITLES[scoring]}\n\n{table(scored, list(tuned))}"
+        for scoring, scored in results.items()
+    )
     document = {
         "benchmark": "scripts/bench_quality.py (issue 6)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
@@ -472,7 +490,8 @@ def main() -> None:
         "timings_s": timings.stages,
         "this_invocation_s": round(time.perf_counter() - t0, 1),
         "total_stages_s": round(sum(t for t in timings.stages.values() if t), 1),
-        "results": results,
+        "results": results["prompted part"],
+        "results_raw_masks": results["raw masks"],
     }
     (out / "quality.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "quality.md").write_text(markdown)

@@ -143,6 +143,10 @@ def test_prompt_weights_fit_the_prompt_types():
     assert "2 weights for the 3 kinds" in error_of(None, ["INPUT.PROMPT_WEIGHTS", "[1, 1]"])
     assert "must not all be 0" in error_of(None, ["INPUT.PROMPT_WEIGHTS", "[0, 0, 0]"])
     load_config(None, ["INPUT.PROMPT_TYPES", "[box]", "INPUT.PROMPT_WEIGHTS", "[2]"])
+    opts = ["INPUT.PROMPT_WEIGHTS", "[1, 0, 1]", "INPUT.PROMPTS_PER_INSTANCE", "3"]
+    assert "PROMPTS_PER_INSTANCE is 3 but INPUT.PROMPT_WEIGHTS gives only 2" in error_of(None, opts)
+    assert "PROMPTS_PER_INSTANCE got 0" in error_of(None, ["INPUT.PROMPTS_PER_INSTANCE", "0"])
+    load_config(None, ["INPUT.PROMPTS_PER_INSTANCE", "3"])
 
 
 def test_file_problems(tmp_path):

@@ -83,6 +83,39 @@ def test_prompt_sampler_respects_the_masks() -> None:
     assert seen == {"box", "point", "points"}
 
 
+def test_several_prompts_per_instance_are_of_distinct_drawable_kinds() -> None:
+    mask = np.zeros((64, 64), np.uint16)
+    mask[5:30, 5:40] = 1
+    mask[35:60, 10:50] = 2
+    rng = np.random.default_rng(0)
+    every = PromptSampler(["box", "point", "points"], [2, 1, 1], 3, 2, 0.1, 3, 8, per_instance=3)
+    prompts = every(mask, rng)
+    assert {kind: arrays["instance_ids"].tolist() for kind, arrays in prompts.items()} == {
+        "box": [1, 2],
+        "point": [1, 2],
+        "points": [1, 2],
+    }
+    # Two of the two kinds that have weight: never the weightless one, never one kind twice.
+    two = PromptSampler(["box", "point", "points"], [1, 0, 1], 3, 2, 0.1, 3, 8, per_instance=2)
+    for _ in range(10):
+        drawn = two(mask, rng)
+        assert sorted(drawn) == ["box", "points"]
+        assert all(arrays["instance_ids"].tolist() == [1, 2] for arrays in drawn.values())
+    with pytest.raises(ValueError, match="only 2 kinds"):
+        PromptSampler(["box", "point", "points"], [1, 0, 1], 3, 2, 0.1, 3, 8, per_instance=3)
+
+
+def test_one_prompt_per_instance_draws_as_before() -> None:
+    """per_instance 1 keeps the random stream of one kind per instance (recorded runs repeat)."""
+    mask = np.zeros((64, 64), np.uint16)
+    for i in range(6):
+        mask[10 * i : 10 * i + 8, 4:60] = i + 1
+    sampler = PromptSampler(["box", "point", "points"], [0.5, 0.25, 0.25], 3, 2, 0.1, 3, 8)
+    kinds = sampler._draw_kinds(6, np.random.default_rng(7))
+    expected = np.random.default_rng(7).choice(3, size=6, p=[0.5, 0.25, 0.25])
+    np.testing.assert_array_equal(kinds[:, 0], expected)
+
+
 def test_loader_yields_the_batch_contract(tiles: Path) -> None:
     cfg = tiny_cfg(tiles, "DATALOADER.IMS_PER_BATCH", "2")
     torch.manual_seed(0)

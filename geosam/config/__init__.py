@@ -199,3 +199,11 @@ def _check_prompt_weights(cfg: CfgNode) -> None:
         )
     if not sum(weights) > 0:
         raise GeosamError("config key INPUT.PROMPT_WEIGHTS must not all be 0")
+    drawable = sum(1 for weight in weights if weight > 0)
+    per_instance = cfg.INPUT.PROMPTS_PER_INSTANCE
+    if per_instance > drawable:
+        raise GeosamError(
+            f"config key INPUT.PROMPTS_PER_INSTANCE is {per_instance} but "
+            f"INPUT.PROMPT_WEIGHTS gives only {drawable} kind(s) a weight above 0: each prompt "
+            "of an instance is of a different kind"
+        )

@@ -64,6 +64,11 @@ _C.INPUT.BOX_JITTER_MAX_PX = 20
 # length as PROMPT_TYPES; normalised to sum to 1).
 _C.INPUT.PROMPT_TYPES = ["box", "point", "points"]
 _C.INPUT.PROMPT_WEIGHTS = [0.5, 0.25, 0.25]
+# Prompts per instance per step, each of a different kind (drawn by PROMPT_WEIGHTS without
+# replacement; at most the number of kinds with a weight above 0). SAM's training decodes each
+# mask several times per image (a first prompt, then corrective points); more than one here
+# gets more supervision out of each image embedding for a larger decoder batch.
+_C.INPUT.PROMPTS_PER_INSTANCE = 1
 _C.INPUT.NUM_POINTS = 3
 _C.INPUT.NEGATIVE_POINTS = 2
 # At most this many instances (prompts) per chip per step, sampled at random; bounds the
@@ -196,6 +201,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "INPUT.NUM_POINTS": _AT_LEAST_ONE,
     "INPUT.NEGATIVE_POINTS": _NON_NEGATIVE,
     "INPUT.MAX_INSTANCES": _AT_LEAST_ONE,
+    "INPUT.PROMPTS_PER_INSTANCE": _AT_LEAST_ONE,
     "DATALOADER.NUM_WORKERS": _NON_NEGATIVE,
     "DATALOADER.IMS_PER_BATCH": _AT_LEAST_ONE,
     "DATALOADER.MAX_SAMPLES": _NON_NEGATIVE,

@@ -65,6 +65,7 @@ class TrainTransform(ChipTransform):
             cfg.INPUT.BOX_JITTER,
             cfg.INPUT.BOX_JITTER_MAX_PX,
             cfg.INPUT.MAX_INSTANCES,
+            cfg.INPUT.PROMPTS_PER_INSTANCE,
         )
 
     def __call__(

@@ -27,7 +27,8 @@ PROMPT_KINDS = ("box", "point", "points")
 
 
 class PromptSampler:
-    """Draw a prompt kind per instance with the configured weights, then sample that prompt.
+    """Draw ``per_instance`` distinct prompt kinds per instance with the configured weights,
+    then sample a prompt of each.
 
     Boxes are the instance's box with each edge jittered by up to ``box_jitter`` of the box side
     (at most ``box_jitter_max_px``), like the loose boxes users draw. Points are random interior
@@ -44,6 +45,7 @@ class PromptSampler:
         box_jitter: float,
         box_jitter_max_px: float,
         max_instances: int,
+        per_instance: int = 1,
     ) -> None:
         unknown = set(kinds) - set(PROMPT_KINDS)
         if unknown:
@@ -56,6 +58,12 @@ class PromptSampler:
         self.box_jitter = box_jitter
         self.box_jitter_max_px = box_jitter_max_px
         self.max_instances = max_instances
+        if not 1 <= per_instance <= np.count_nonzero(self.weights):
+            raise ValueError(
+                f"{per_instance} prompts per instance, but only "
+                f"{np.count_nonzero(self.weights)} kinds can be drawn"
+            )
+        self.per_instance = per_instance
 
     def __call__(self, mask: np.ndarray, rng: np.random.Generator) -> PromptSet:
         ids = np.unique(mask)
@@ -63,13 +71,23 @@ class PromptSampler:
         if ids.size > self.max_instances:
             ids = np.sort(rng.choice(ids, self.max_instances, replace=False))
         slices = ndimage.find_objects(mask, max_label=int(ids.max()) if ids.size else 0)
-        drawn = rng.choice(len(self.kinds), size=ids.size, p=self.weights)
         collected: dict[str, list] = {kind: [] for kind in self.kinds}
-        for instance_id, kind_index in zip(ids, drawn, strict=True):
-            kind = self.kinds[kind_index]
+        for instance_id, kind_indices in zip(ids, self._draw_kinds(ids.size, rng), strict=True):
             window = slices[instance_id - 1]
-            collected[kind].append(self._sample(kind, mask, int(instance_id), window, rng))
+            for kind_index in kind_indices:
+                kind = self.kinds[kind_index]
+                collected[kind].append(self._sample(kind, mask, int(instance_id), window, rng))
         return {kind: _stack(kind, items) for kind, items in collected.items() if items}
+
+    def _draw_kinds(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """(count, per_instance) kind indices, distinct and sorted within a row."""
+        if self.per_instance == 1:
+            return rng.choice(len(self.kinds), size=(count, 1), p=self.weights)
+        rows = [
+            rng.choice(len(self.kinds), self.per_instance, replace=False, p=self.weights)
+            for _ in range(count)
+        ]
+        return np.sort(np.reshape(rows, (count, self.per_instance)), axis=1)
 
     def _sample(
         self,
