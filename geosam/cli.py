@@ -543,6 +543,12 @@ def export_checkpoint(
     help="With --prompts, keep every part of a mask, not only the part under a positive point "
     "(or, for a box, the largest).",
 )
+@click.option(
+    "--flip-tta",
+    is_flag=True,
+    help="Average each mask over the window and its three mirror images (test-time flips): "
+    "steadier edges, 4x the model runs.",
+)
 @_auto_options(
     (
         "--points-per-side",
@@ -581,6 +587,7 @@ def segment(
     min_score: float | None,
     crs: str | None,
     all_parts: bool,
+    flip_tta: bool,
     points_per_side: int,
     pred_iou_thresh: float,
     stability_thresh: float,
@@ -607,6 +614,7 @@ def segment(
         min_score=min_score,
         crs=crs,
         all_parts=all_parts,
+        flip_tta=flip_tta,
     )
     if auto:
         settings = AutoParams(

@@ -21,12 +21,13 @@ parcel as the prompt, polygon IoU with the true parcels against box-fill's (each
 bounding box).
 
 It prints mIoU, Dice, boundary IoU and object F1 at IoU 0.5 per prompt kind side by side with
-the difference tuned − stand-in, twice: for the masks as ``geosam segment`` and the plugin
-deliver them (the prompted part of each, ``geosam evaluate``'s default) and for the decoder's
-raw masks. It writes OUT/quality.json and OUT/quality.md. Every trained model stays under OUT
-(runs/*), so e.g. ``geosam evaluate --run OUT/runs/decoder-bce-lr0.001 --dataset ANY`` works
-later. Stages
-whose outputs exist are skipped (a rerun resumes) unless --overwrite.
+the difference tuned − stand-in, three times: for the masks as ``geosam segment`` and the
+plugin deliver them (the prompted part of each, ``geosam evaluate``'s default), for the same
+averaged over the four flips of each chip (TEST.FLIP_TTA, ``geosam segment --flip-tta``) and
+for the decoder's raw masks. It writes OUT/quality.json and OUT/quality.md. Every trained
+model stays under OUT (runs/*), so e.g. ``geosam evaluate --run OUT/runs/decoder-bce-lr0.001
+--dataset ANY`` works later. Stages whose outputs exist are skipped (a rerun resumes) unless
+--overwrite.
 
     python scripts/bench_quality.py [--output out/bench_quality]
 """
@@ -65,17 +66,46 @@ LOSSES: dict[str, dict[str, object]] = {
     "focal": {},
     "bce": {"LOSS.FOCAL_WEIGHT": 1.0, "LOSS.FOCAL_ALPHA": -1.0, "LOSS.FOCAL_GAMMA": 0.0},
 }
-# How held-out masks are scored: the prompted part of each mask, as `geosam segment` and the
-# plugin deliver it (the default, TEST.PROMPTED_PART), and the decoder's raw mask. Each is
-# (eval folder suffix, overrides).
-SCORINGS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "prompted part": ("", ()),
-    "raw masks": ("-raw-masks", ("TEST.PROMPTED_PART", "False")),
-}
-SCORING_TITLES = {
-    "prompted part": "Masks as delivered (the prompted part, TEST.PROMPTED_PART):",
-    "raw masks": "The decoder's raw masks (TEST.PROMPTED_PART False):",
-}
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """One way of scoring the held-out masks: its name in stage timings, eval folder suffix,
+    ``geosam evaluate`` overrides, the key of its results in quality.json, its table's title."""
+
+    name: str
+    suffix: str
+    overrides: tuple[str, ...]
+    key: str
+    title: str
+
+
+# The prompted part of each mask, as `geosam segment` and the plugin deliver it (the default,
+# TEST.PROMPTED_PART); the same averaged over the four flips (TEST.FLIP_TTA, as `geosam
+# segment --flip-tta` delivers it); and the decoder's raw mask.
+SCORINGS: tuple[Scoring, ...] = (
+    Scoring(
+        "prompted part",
+        "",
+        (),
+        "results",
+        "Masks as delivered (the prompted part, TEST.PROMPTED_PART):",
+    ),
+    Scoring(
+        "flip TTA",
+        "-flip-tta",
+        ("TEST.FLIP_TTA", "True"),
+        "results_flip_tta",
+        "Masks as delivered with test-time flips (TEST.FLIP_TTA, `segment --flip-tta`):",
+    ),
+    Scoring(
+        "raw masks",
+        "-raw-masks",
+        ("TEST.PROMPTED_PART", "False"),
+        "results_raw_masks",
+        "The decoder's raw masks (TEST.PROMPTED_PART False):",
+    ),
+)
 # The held-out images' tiles are all in split "train" of their own dataset (--val-fraction 0).
 HELDOUT_SPLIT = "train"
 
@@ -429,14 +459,14 @@ def main() -> None:
 
     tuned = {"decoder": decoder_runs[chosen], "decoder+encoder": full_run}
     results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
-    for scoring, (suffix, overrides) in SCORINGS.items():
+    for scoring in SCORINGS:
         evals: dict[str, dict[str, Any]] = {}
         for name, run_dir in tuned.items():
-            eval_dir = out / "eval" / f"{run_dir.name}{suffix}"
+            eval_dir = out / "eval" / f"{run_dir.name}{scoring.suffix}"
             timings.run(
-                f"evaluate {name} on held-out images ({scoring})",
+                f"evaluate {name} on held-out images ({scoring.name})",
                 not redo and (eval_dir / "metrics.json").exists(),
-                lambda run_dir=run_dir, eval_dir=eval_dir, overrides=overrides: geosam(
+                lambda run_dir=run_dir, eval_dir=eval_dir, overrides=scoring.overrides: geosam(
                     "evaluate",
                     "--run",
                     str(run_dir),
@@ -453,10 +483,9 @@ def main() -> None:
                 ),
             )
             evals[name] = load_eval(eval_dir)
-        results[scoring] = collect(evals)
+        results[scoring.key] = collect(evals)
     markdown = "\n".join(
-        f"{SCORING_TITLES[scoring]}\n\n{table(scored, list(tuned))}"
-        for scoring, scored in results.items()
+        f"{scoring.title}\n\n{table(results[scoring.key], list(tuned))}" for scoring in SCORINGS
     )
     document = {
         "benchmark": "scripts/bench_quality.py (issue 6)",
@@ -490,8 +519,7 @@ def main() -> None:
         "timings_s": timings.stages,
         "this_invocation_s": round(time.perf_counter() - t0, 1),
         "total_stages_s": round(sum(t for t in timings.stages.values() if t), 1),
-        "results": results["prompted part"],
-        "results_raw_masks": results["raw masks"],
+        **results,
     }
     (out / "quality.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "quality.md").write_text(markdown)

@@ -41,6 +41,7 @@ from geosam.runtime import (
     prompt_window,
     sam_coords,
 )
+from geosam.runtime.flips import FLIPS, flip_box, flip_image, flip_planes, flip_points
 from geosam.runtime.model import DECODER, ENCODER, MANIFEST
 from geosam.utils.errors import GeosamError
 
@@ -255,6 +256,72 @@ def test_refinement_parity(model: SamModel, embedding: Embedding, predictor: Sam
     assert np.abs(prediction.low_res_logits - plain.low_res_logits).max() > 1e-3
     assert mask_iou(prediction.mask, masks[0]) >= 0.999
     assert np.abs(prediction.low_res_logits[0, 0] - low_res[0]).max() <= 1e-3
+
+
+@pytest.fixture(scope="module")
+def flipped(model_dir: Path) -> SamModel:
+    return SamModel.load(model_dir, threads=1, flip_tta=True)
+
+
+@pytest.mark.parametrize("name", ["box", "point", "box+point"])
+def test_flip_tta_averages_sam_over_the_mirror_images(
+    name: str, flipped: SamModel, image: np.ndarray
+) -> None:
+    """With flip_tta each prompt's mask is SAM's logits on the image and its three mirror
+    images, prompts mirrored with them and logits mirrored back, averaged (SamPredictor as
+    the reference)."""
+    prompt = PROMPTS[name]
+    embedding = flipped.encode(image)
+    assert embedding.array.shape[0] == 4 and embedding.flips == FLIPS
+    prediction = flipped.decode(
+        embedding, prompt.get("point_coords"), prompt.get("point_labels"), prompt.get("box")
+    )
+    predictor = SamPredictor(build_model(load_config(CONFIG, [])).eval())
+    logits, scores = [], []
+    for flip_x, flip_y in FLIPS:
+        predictor.set_image(np.ascontiguousarray(flip_image(image, flip_x, flip_y)))
+        mirrored = {
+            "point_coords": None
+            if "point_coords" not in prompt
+            else flip_points(prompt["point_coords"], IMAGE_SHAPE, flip_x, flip_y),
+            "point_labels": prompt.get("point_labels"),
+            "box": None
+            if "box" not in prompt
+            else flip_box(prompt["box"], IMAGE_SHAPE, flip_x, flip_y),
+        }
+        single_point = name == "point"
+        masks, iou, _ = predictor.predict(
+            multimask_output=single_point, return_logits=True, **mirrored
+        )
+        best = int(np.argmax(iou)) if single_point else 0
+        logits.append(flip_planes(masks[best], flip_x, flip_y))
+        scores.append(float(iou[best]))
+    expected = np.mean(logits, axis=0) > 0
+    assert 0 < expected.mean() < 1
+    assert mask_iou(prediction.mask, expected) >= 0.999
+    assert prediction.score == pytest.approx(np.mean(scores), abs=1e-4)
+    assert prediction.low_res_logits.shape == (4, *flipped.mask_input_shape[1:])
+    # refining passes each view its own previous logits; a one-view mask_input is refused
+    refined = flipped.decode(
+        embedding, box=PROMPTS["box"]["box"], mask_input=prediction.low_res_logits
+    )
+    assert refined.mask.shape == IMAGE_SHAPE
+    with pytest.raises(ValueError, match="views"):
+        flipped.decode(
+            embedding, box=PROMPTS["box"]["box"], mask_input=prediction.low_res_logits[:1]
+        )
+
+
+def test_flip_tta_decode_points_is_decode(flipped: SamModel, image: np.ndarray) -> None:
+    embedding = flipped.encode(image)
+    points = np.array([[110.0, 80.0], [20.0, 150.0]])
+    for point, (logits, scores) in zip(
+        points, flipped.decode_points(embedding, points), strict=True
+    ):
+        single = flipped.decode(embedding, points=point[None], labels=np.array([1]))
+        assert logits.shape == (1, *IMAGE_SHAPE)
+        assert single.score == pytest.approx(float(scores[0]))
+        assert np.array_equal(single.mask, logits[0] > flipped.threshold)
 
 
 def _points(prompt: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

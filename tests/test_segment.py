@@ -357,6 +357,26 @@ def test_cli_writes_and_reports(model_dir: Path, scene: tuple[Path, Path], tmp_p
     assert {p.suffix for p in tmp_path.glob("out.*")} >= {".shp", ".shx", ".dbf", ".prj"}
 
 
+def test_flip_tta_from_the_cli(
+    model_dir: Path, scene: tuple[Path, Path], parcels, tmp_path: Path
+) -> None:
+    """--flip-tta reaches the model: the same prompts give the same polygon count, other
+    shapes (the random model is not mirror-symmetric), and each window is encoded once."""
+    prompts = save(parcels, tmp_path / "prompts.gpkg")
+    plain = run(scene[0], model_dir, prompts, tmp_path / "plain.gpkg")
+    outputs = {}
+    for name, flags in (("plain", []), ("flipped", ["--flip-tta"])):
+        out = tmp_path / f"{name}-cli.gpkg"
+        args = [str(scene[0]), "--model", str(model_dir), "--prompts", str(prompts), "-o", str(out)]
+        result = CliRunner().invoke(cli, ["segment", "--quiet", *args, *flags])
+        assert result.exit_code == 0, result.output
+        assert f"{plain.encoded} windows encoded" in result.stdout
+        outputs[name] = gpd.read_file(out)
+    assert len(outputs["plain"]) == len(outputs["flipped"]) == len(parcels)
+    assert outputs["flipped"].is_valid.all()
+    assert not np.allclose(outputs["plain"].area, outputs["flipped"].area)
+
+
 def test_min_score_and_layer(model_dir: Path, scene: tuple[Path, Path], parcels, tmp_path: Path):
     prompts = tmp_path / "layers.gpkg"
     parcels.to_file(prompts, layer="fields", engine="pyogrio")

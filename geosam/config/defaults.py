@@ -168,6 +168,11 @@ _C.TEST.MASK_THRESHOLD = 0.0
 # regions under a positive click, else the region most inside the box (fragments elsewhere in
 # the window dropped). False scores the decoder's raw mask.
 _C.TEST.PROMPTED_PART = True
+# Average each mask's logits over the chip and its three mirror images (left-right, up-down,
+# both) before thresholding, as `geosam segment --flip-tta` and the plugin's option do: four
+# encoder and decoder runs per prompt, for steadier edges (geosam.runtime.flips). With cached
+# embeddings the cache then holds the mirrored chips' embeddings too.
+_C.TEST.FLIP_TTA = False
 
 # The run directory: frozen config, checkpoints, trained weights, metrics, TensorBoard events.
 _C.OUTPUT_DIR = "out/train"

@@ -18,7 +18,11 @@ from yacs.config import CfgNode
 from geosam.data.collate_batch import BatchCollator
 from geosam.data.datasets.tile_dataset import TileDataset
 from geosam.data.embedding_cache import EmbeddingCache, cache_key, fill_cache
-from geosam.data.transforms.build import build_transforms, training_variants
+from geosam.data.transforms.build import (
+    build_transforms,
+    evaluation_variants,
+    training_variants,
+)
 from geosam.runtime.preprocess import preprocess_image
 from geosam.utils.errors import GeosamError
 
@@ -49,6 +53,7 @@ def make_dataset(cfg: CfgNode, is_train: bool, cache: EmbeddingCache | None = No
         max_samples=cfg.DATALOADER.MAX_SAMPLES if is_train else 0,
         fraction=cfg.DATALOADER.FRACTION if is_train else 1.0,
         seed=cfg.SEED,
+        view_variants=() if is_train else evaluation_variants(cfg)[1:],
     )
 
 
@@ -71,7 +76,8 @@ def prepare_embedding_cache(
 ) -> EmbeddingCache | None:
     """Open (and complete) the embedding cache of the training or validation dataset.
 
-    Training needs every variant augmentation may draw; validation only the chip itself. Each
+    Training needs every variant augmentation may draw; validation the chip itself (and its
+    mirror images with TEST.FLIP_TTA). Each
     process encodes its share of the missing entries, then all wait for the others.
     """
     if not uses_embedding_cache(cfg):
@@ -82,7 +88,7 @@ def prepare_embedding_cache(
     grid = model.prompt_encoder.image_embedding_size
     shape = (model.prompt_encoder.embed_dim, *grid)
     cache = EmbeddingCache(cache_root, cache_key(cfg, model, root), shape)
-    variants = training_variants(cfg) if is_train else (0,)
+    variants = training_variants(cfg) if is_train else evaluation_variants(cfg)
     todo = cache.missing(dataset.tile_ids, variants)
     mine = todo[idist.get_rank() :: idist.get_world_size()]
     size, mean, std = cfg.INPUT.IMAGE_SIZE, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD

@@ -42,6 +42,10 @@ class BatchCollator:
         }
         if samples[0].embedding is not None:
             batch["embeddings"] = torch.from_numpy(np.stack([s.embedding for s in samples])).float()
+            batch["view_embeddings"] = {
+                variant: torch.from_numpy(np.stack([s.view_embeddings[variant] for s in samples]))
+                for variant in samples[0].view_embeddings
+            }
         else:
             batch["images"] = torch.from_numpy(np.stack([s.image for s in samples]))
         return batch

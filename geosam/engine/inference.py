@@ -4,6 +4,7 @@ The evaluator is an ignite ``Engine`` (:func:`create_evaluator`), so the trainer
 the very same engine between epochs and ``geosam evaluate`` runs it on its own. Each step runs
 :func:`~geosam.modeling.prompted.decode_batch`, keeps per prompt the output the IoU head ranks
 first, upscales it to the input frame (:func:`~geosam.modeling.prompted.predict_masks`),
+averages it over the four flips with TEST.FLIP_TTA (:mod:`geosam.modeling.flip_tta`),
 thresholds it at TEST.MASK_THRESHOLD, keeps the prompted part (TEST.PROMPTED_PART, as
 ``geosam segment`` does) and scores it against the prompt's target
 (:mod:`geosam.engine.metrics`). Under distributed evaluation every process scores its shard
@@ -28,13 +29,8 @@ from yacs.config import CfgNode
 
 from geosam.engine.metrics import PromptMetrics, score_masks
 from geosam.engine.prompted_part import keep_prompted_parts
-from geosam.modeling.prompted import (
-    Batch,
-    DecodedPrompts,
-    batch_to_device,
-    decode_batch,
-    predict_masks,
-)
+from geosam.modeling.flip_tta import decode_masks
+from geosam.modeling.prompted import Batch, DecodedPrompts, batch_to_device
 from geosam.utils.errors import GeosamError
 
 logger = logging.getLogger("geosam.engine")
@@ -118,10 +114,11 @@ def predict_batch(
     batch = batch_to_device(batch, device)
     with torch.no_grad():
         with autocast(amp_dtype(cfg, device), device):
-            decoded = decode_batch(model, batch, cfg.MODEL.MULTIMASK)
+            decoded = decode_masks(
+                model, batch, cfg.MODEL.MULTIMASK, cfg.INPUT.IMAGE_SIZE, cfg.TEST.FLIP_TTA
+            )
         predictions = []
-        for item in decoded:
-            logits, predicted_iou = predict_masks(item, cfg.INPUT.IMAGE_SIZE)
+        for item, logits, predicted_iou in decoded:
             masks = logits > cfg.TEST.MASK_THRESHOLD
             if cfg.TEST.PROMPTED_PART:
                 masks = keep_prompted_parts(masks, batch["prompts"][item.image_index][item.kind])

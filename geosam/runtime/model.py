@@ -14,6 +14,10 @@ decoder run on the wrong embeddings still returns masks, only wrong ones.
 
 Prompts follow ``SamPredictor``: (x, y) pixel coordinates of the image given to :meth:`encode`,
 where integer values are pixel centres (SAM adds 0.5 before embedding them).
+
+With ``flip_tta`` the model encodes each image four times, as it is and mirrored
+(:mod:`geosam.runtime.flips`), and decodes every prompt on each view, mirrored to match; the
+views' mask logits, mirrored back, are averaged before thresholding.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .errors import GeosamError
+from .flips import FLIPS, flip_box, flip_image, flip_planes, flip_points
 from .preprocess import SAM_PIXEL_MEAN, SAM_PIXEL_STD, preprocess_image, scale_coords
 
 # The model directory's file names and format, as geosam.export writes them (that package
@@ -90,9 +95,11 @@ def sam_defaults(input_size: int, embedding_shape: Sequence[int]) -> dict[str, A
 class Embedding:
     """The encoder's output for one image, with the sizes the decoder needs to undo resizing.
 
-    ``array`` is (1, C, h, w) float32; ``input_size`` the (height, width) of the image after
-    SAM's longest-side resize, inside the padded square; ``original_size`` the (height, width)
-    given to :meth:`SamModel.encode`, which masks are returned at.
+    ``array`` is (V, C, h, w) float32, one embedding per view of the image: V = 1, or 4 with
+    test-time flips (view ``v`` is the image mirrored as ``FLIPS[v]``); ``input_size`` the
+    (height, width) of the image after SAM's longest-side resize, inside the padded square;
+    ``original_size`` the (height, width) given to :meth:`SamModel.encode`, which masks are
+    returned at.
     """
 
     array: np.ndarray
@@ -103,13 +110,20 @@ class Embedding:
     def nbytes(self) -> int:
         return int(self.array.nbytes)
 
+    @property
+    def flips(self) -> tuple[tuple[bool, bool], ...]:
+        """The mirroring of each view in ``array``."""
+        return FLIPS[: len(self.array)]
+
 
 @dataclass(frozen=True)
 class Prediction:
     """One decoded mask: ``mask`` (H, W) bool at the original size, ``score`` the IoU head's
-    estimate, ``low_res_logits`` (1, 1, 4h, 4w) to pass back as ``mask_input`` when refining,
-    and ``index``, which of the decoder's outputs was chosen (always 0 for a decoder that
-    selects in-graph, as geosam's exports do)."""
+    estimate, ``low_res_logits`` (V, 1, 4h, 4w), one per view of the embedding, each in its
+    view's frame, to pass back as ``mask_input`` when refining, and ``index``, which of the
+    decoder's outputs was chosen for the unmirrored view (always 0 for a decoder that selects
+    in-graph, as geosam's exports do). With test-time flips, mask and score are the views'
+    averages."""
 
     mask: np.ndarray
     score: float
@@ -126,6 +140,7 @@ class SamModel:
         decoder: ort.InferenceSession,
         manifest: Mapping[str, Any],
         model_dir: Path,
+        flip_tta: bool = False,
     ) -> None:
         self.encoder = encoder
         self.decoder = decoder
@@ -138,6 +153,8 @@ class SamModel:
         self.pixel_std = tuple(manifest["pixel_std"])
         grid = manifest["embedding_shape"][-2:]
         self.mask_input_shape = (1, 1, 4 * grid[0], 4 * grid[1])
+        # Encode (and so decode) each image as it is and mirrored (geosam.runtime.flips).
+        self.flip_tta = flip_tta
 
     @property
     def ground_resolution_m(self) -> float | None:
@@ -153,11 +170,13 @@ class SamModel:
         int8: bool = False,
         threads: int | None = None,
         verify_hashes: bool = False,
+        flip_tta: bool = False,
     ) -> SamModel:
         """Open ``model_dir`` (encoder, decoder, manifest) on onnxruntime's CPU provider.
 
         ``int8`` picks the quantized files export-onnx --quantize wrote; ``threads`` sets
-        onnxruntime's intra-op threads (None: its default, all cores). File sizes are always
+        onnxruntime's intra-op threads (None: its default, all cores); ``flip_tta`` averages
+        every mask over the image and its three mirror images (4x the work). File sizes are always
         checked against the manifest, which catches truncated copies cheaply; sha256 hashes
         only with ``verify_hashes``, since hashing a ViT-H encoder takes seconds.
         """
@@ -193,17 +212,22 @@ class SamModel:
                 f"{manifest['embedding_shape']}, the ONNX files {input_size} px and "
                 f"{embedding_shape}: the manifest belongs to another model; export again"
             )
-        return cls(encoder, decoder, manifest, model_dir)
+        return cls(encoder, decoder, manifest, model_dir, flip_tta)
 
     def encode(self, image: np.ndarray) -> Embedding:
-        """Embed an (H, W, 3) uint8 image (already band-selected and stretched per manifest)."""
+        """Embed an (H, W, 3) uint8 image (already band-selected and stretched per manifest),
+        and with ``flip_tta`` its three mirror images."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
-        encoder_input, input_size = preprocess_image(
-            image, self.input_size, self.pixel_mean, self.pixel_std
-        )
-        (array,) = self.encoder.run([ENCODER_OUTPUT], {ENCODER_INPUT: encoder_input[None]})
-        return Embedding(array, tuple(input_size), tuple(image.shape[:2]))
+        views = []
+        for flip_x, flip_y in FLIPS if self.flip_tta else FLIPS[:1]:
+            view = np.ascontiguousarray(flip_image(image, flip_x, flip_y))
+            encoder_input, input_size = preprocess_image(
+                view, self.input_size, self.pixel_mean, self.pixel_std
+            )
+            (array,) = self.encoder.run([ENCODER_OUTPUT], {ENCODER_INPUT: encoder_input[None]})
+            views.append(array)
+        return Embedding(np.concatenate(views), tuple(input_size), tuple(image.shape[:2]))
 
     def decode(
         self,
@@ -216,15 +240,35 @@ class SamModel:
         """The mask for one prompt: ``points`` (N, 2) x/y with ``labels`` (N,) 1 = inside,
         0 = outside; ``box`` (4,) x1, y1, x2, y2; ``mask_input`` a previous prediction's
         ``low_res_logits`` (iterative refinement). At least a point or a box is needed.
+        Decoded on each view of ``embedding``, the logits averaged (test-time flips).
         """
-        feeds = self.decoder_feeds(embedding, points, labels, box, mask_input)
-        masks, iou, low_res = self.decoder.run(list(DECODER_OUTPUTS), feeds)
-        index = self.select(iou, labels, box)
+        if mask_input is not None and len(mask_input) != len(embedding.array):
+            raise ValueError(
+                f"mask_input has {len(mask_input)} views, the embedding {len(embedding.array)}"
+            )
+        logits, scores, low_res_views, indices = 0.0, 0.0, [], []
+        for view, (flip_x, flip_y) in enumerate(embedding.flips):
+            shape = embedding.original_size
+            feeds = self.decoder_feeds(
+                embedding,
+                None if points is None else flip_points(points, shape, flip_x, flip_y),
+                labels,
+                None if box is None else flip_box(box, shape, flip_x, flip_y),
+                None if mask_input is None else mask_input[view : view + 1],
+                view,
+            )
+            masks, iou, low_res = self.decoder.run(list(DECODER_OUTPUTS), feeds)
+            index = self.select(iou, labels, box)
+            logits = logits + flip_planes(masks[0, index], flip_x, flip_y)
+            scores += float(iou[0, index])
+            low_res_views.append(low_res[:, index : index + 1])
+            indices.append(index)
+        views = len(embedding.array)
         return Prediction(
-            mask=masks[0, index] > self.threshold,
-            score=float(iou[0, index]),
-            low_res_logits=low_res[:, index : index + 1],
-            index=index,
+            mask=logits / views > self.threshold,
+            score=scores / views,
+            low_res_logits=np.concatenate(low_res_views),
+            index=indices[0],
         )
 
     def decode_many(self, embedding: Embedding, boxes: np.ndarray) -> list[Prediction]:
@@ -255,13 +299,25 @@ class SamModel:
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
         if len(points) == 0:
             return
-        feeds = self.decoder_feeds(embedding, points[:1], np.ones(1), None, None)
-        scaled = scale_coords(points, embedding.original_size, self.input_size)
-        for xy in scaled.astype(np.float32):
-            feeds["point_coords"][0, 0] = xy
-            masks, iou, _ = self.decoder.run(list(DECODER_OUTPUTS), feeds)
-            outputs = slice(1, None) if self.multimask and iou.shape[1] > 1 else slice(0, 1)
-            yield masks[0, outputs], iou[0, outputs]
+        shape = embedding.original_size
+        views = [
+            (
+                self.decoder_feeds(embedding, points[:1], np.ones(1), None, None, view),
+                scale_coords(flip_points(points, shape, flip_x, flip_y), shape, self.input_size),
+                flip_x,
+                flip_y,
+            )
+            for view, (flip_x, flip_y) in enumerate(embedding.flips)
+        ]
+        for point in range(len(points)):
+            logits, scores = 0.0, 0.0
+            for feeds, scaled, flip_x, flip_y in views:
+                feeds["point_coords"][0, 0] = scaled[point]
+                masks, iou, _ = self.decoder.run(list(DECODER_OUTPUTS), feeds)
+                outputs = slice(1, None) if self.multimask and iou.shape[1] > 1 else slice(0, 1)
+                logits = logits + flip_planes(masks[0, outputs], flip_x, flip_y)
+                scores = scores + iou[0, outputs]
+            yield logits / len(views), scores / len(views)
 
     def decoder_feeds(
         self,
@@ -270,8 +326,10 @@ class SamModel:
         labels: np.ndarray | None,
         box: np.ndarray | None,
         mask_input: np.ndarray | None,
+        view: int = 0,
     ) -> dict[str, np.ndarray]:
-        """The official SAM ONNX decoder inputs, as Meta's ONNX example builds them.
+        """The official SAM ONNX decoder inputs, as Meta's ONNX example builds them, for the
+        embedding's view ``view`` (prompts already mirrored to it).
 
         Coordinates are scaled to the resized image. A box becomes two corner points labelled
         2 and 3 after the clicks; without a box, a padding point (0, 0) labelled -1 is
@@ -297,7 +355,7 @@ class SamModel:
         if has_mask and tuple(mask_input.shape) != self.mask_input_shape:
             raise ValueError(f"mask_input must be {self.mask_input_shape}, got {mask_input.shape}")
         return {
-            "image_embeddings": embedding.array,
+            "image_embeddings": embedding.array[view : view + 1],
             "point_coords": scaled[None].astype(np.float32),
             "point_labels": np.concatenate(point_labels)[None].astype(np.float32),
             "mask_input": (mask_input if has_mask else np.zeros(self.mask_input_shape)).astype(

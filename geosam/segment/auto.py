@@ -61,7 +61,7 @@ def segment_auto(
     if min_area_m2 < 0:
         raise GeosamError(f"--min-area must be 0 or more m², got {min_area_m2:g}")
     driver, out_crs = prepare_output(output, params)
-    model = SamModel.load(model_dir, threads=params.threads)
+    model = SamModel.load(model_dir, threads=params.threads, flip_tta=params.flip_tta)
     result = SegmentResult(output, prompts=0, polygons=0)
     with WindowReader(raster, model.manifest) as reader:
         width, height = reader.size

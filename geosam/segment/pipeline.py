@@ -71,7 +71,9 @@ class SegmentParams:
     ``all_parts`` keeps every part of a mask, not only the prompted one (:func:`prompted_parts`);
     ``simplify`` is a tolerance in map units of the raster's CRS; ``crs`` the output CRS (any
     pyproj input; None keeps the raster's); ``driver`` "ESRI Shapefile" or "GPKG" (None: from
-    the output's suffix); ``cache_bytes`` bounds the embeddings kept in memory.
+    the output's suffix); ``cache_bytes`` bounds the embeddings kept in memory; ``flip_tta``
+    averages each mask over the window and its three mirror images (4x the model runs and
+    embedding memory; :mod:`geosam.runtime.flips`).
     """
 
     layer: str | None = None
@@ -84,6 +86,7 @@ class SegmentParams:
     window: WindowParams = field(default_factory=WindowParams)
     cache_bytes: int = 256 * 2**20
     threads: int | None = None
+    flip_tta: bool = False
 
 
 @dataclass
@@ -135,7 +138,7 @@ def segment(
     in ``model_dir`` and write the polygons to ``output``, with the prompts' attributes and
     ``score`` (the decoder's IoU estimate) and ``area_m2``."""
     driver, out_crs = prepare_output(output, params)
-    model = SamModel.load(model_dir, threads=params.threads)
+    model = SamModel.load(model_dir, threads=params.threads, flip_tta=params.flip_tta)
     with WindowReader(raster, model.manifest) as reader:
         frame, prompts, negatives = read_prompts(prompts_path, params, reader)
         result = SegmentResult(output, prompts=len(prompts), polygons=0)

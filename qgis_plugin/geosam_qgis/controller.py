@@ -104,6 +104,7 @@ class SegmentController(QObject):
         dock.clear_button.clicked.connect(self.clear)
         dock.raster_combo.layerChanged.connect(self.reset)
         dock.model_widget.fileChanged.connect(self.reset)
+        dock.flip_check.toggled.connect(self.set_flip_tta)
 
     # -- prompts ---------------------------------------------------------------------------
 
@@ -155,6 +156,15 @@ class SegmentController(QObject):
         self._cancel()
         self.model = self.segmenter = None
         self.clear()
+
+    def set_flip_tta(self, on: bool) -> None:
+        """Test-time flips on or off: embeddings hold one view per flip, so the cached ones
+        no longer fit; the prompts stay and are decoded again."""
+        self._cancel()
+        self.cache.clear()
+        if self.model is not None:
+            self.model.flip_tta = on
+        self.refresh()
 
     def accept(self) -> None:
         """Write the previewed parcel to the output layer, then start a new prompt."""
@@ -257,10 +267,11 @@ class SegmentController(QObject):
             return
         source, name, crs = layer.source(), layer.name(), layer.crs()
         provider = layer.providerType()
-        model = self.model
+        model, flip_tta = self.model, self.dock.flip_tta()
 
         def open_pair(progress: Callable[[float], None]) -> tuple[SamModel, RasterWindows]:
             loaded = model if model is not None else SamModel.load(folder)
+            loaded.flip_tta = flip_tta
             progress(70)
             if provider != "gdal":
                 raise GeosamError(

@@ -15,6 +15,7 @@ from typing import Any
 from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer, QgsVectorLayer
 from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -82,6 +83,12 @@ class SegmentDock(QgsDockWidget):
         self.output_combo.setLayer(None)
         form.addRow("Output layer", self.output_combo)
         layout.addLayout(form)
+        self.flip_check = QCheckBox("Average over mirror images (steadier edges, 4x slower)")
+        self.flip_check.setToolTip(
+            "Test-time flips: each window is encoded as it is and mirrored three ways, and "
+            "every outline averages the four predictions"
+        )
+        layout.addWidget(self.flip_check)
 
         self.tool_button = QPushButton("Segment on the map")
         self.tool_button.setCheckable(True)
@@ -107,6 +114,9 @@ class SegmentDock(QgsDockWidget):
 
     def model_folder(self) -> str:
         return self.model_widget.filePath().strip()
+
+    def flip_tta(self) -> bool:
+        return self.flip_check.isChecked()
 
     def output_layer(self) -> QgsVectorLayer | None:
         """The chosen polygon layer; None means a new temporary layer."""

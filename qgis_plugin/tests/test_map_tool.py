@@ -142,6 +142,27 @@ def test_click_preview_accept_undo(controller, qgis_iface: QgisInterface) -> Non
     assert not qgis_iface.messageBar().get_messages(Qgis.Warning)
 
 
+def test_mirror_averaging_checkbox_redoes_the_preview(controller) -> None:
+    """Ticking the dock's test-time flips box re-encodes the window as four views and redraws
+    the outline of the same click; unticking goes back to one view."""
+    click(controller, 100.5, 120.5)
+    wait_for_preview(controller)
+    plain = controller.parcel.geometry
+    controller.dock.flip_check.setChecked(True)
+    wait_for_preview(controller)
+    assert controller.model.flip_tta and len(controller.marks) == 1
+    prompt = controller._prompt()
+    _, embedding = controller.segmenter.locate(prompt)
+    assert embedding is not None and embedding.array.shape[0] == 4
+    assert controller.parcel.geometry.isGeosValid()
+    assert not controller.parcel.geometry.equals(plain)  # the random model is not symmetric
+    controller.dock.flip_check.setChecked(False)
+    wait_for_preview(controller)
+    _, embedding = controller.segmenter.locate(controller._prompt())
+    assert embedding.array.shape[0] == 1
+    assert controller.parcel.geometry.equals(plain)
+
+
 def test_negative_click_box_and_escape(controller) -> None:
     click(controller, 300.5, 300.5)
     wait_for_preview(controller)

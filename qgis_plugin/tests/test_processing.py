@@ -72,6 +72,15 @@ def test_points_in_another_crs(provider: None, model_dir: Path, scene: Path) -> 
         assert feature["src_score"] == 0.5
 
 
+def test_mirror_averaging(provider: None, model_dir: Path, scene: Path) -> None:
+    prompts = points_layer(CLICKS, RASTER_CRS)
+    plain = [f.geometry() for f in run(scene, model_dir, prompts).getFeatures()]
+    flipped = [f.geometry() for f in run(scene, model_dir, prompts, FLIP_TTA=True).getFeatures()]
+    assert len(flipped) == len(plain) == len(CLICKS)
+    assert all(g.isGeosValid() and not g.isEmpty() for g in flipped)
+    assert not all(a.equals(b) for a, b in zip(plain, flipped, strict=True))
+
+
 def test_boxes_and_negative_points(provider: None, model_dir: Path, scene: Path) -> None:
     boxes = QgsVectorLayer(f"Polygon?crs={RASTER_CRS}&field=id:integer", "boxes", "memory")
     feature = QgsFeature(boxes.fields())

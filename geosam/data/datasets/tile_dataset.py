@@ -25,8 +25,10 @@ class TileDataset(torch.utils.data.Dataset):
     """The chips of one split that hold at least one instance.
 
     With an embedding cache, items carry the cached embedding of the chosen variant instead of
-    the image, and chips are not even read. ``max_samples`` and ``fraction`` take a seeded
-    subset of the chips (the smaller of the two wins), for quick runs and learning curves.
+    the image, and chips are not even read; ``view_variants`` are further variants whose
+    cached embeddings each item carries too (test-time flips). ``max_samples`` and
+    ``fraction`` take a seeded subset of the chips (the smaller of the two wins), for quick
+    runs and learning curves.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class TileDataset(torch.utils.data.Dataset):
         max_samples: int = 0,
         fraction: float = 1.0,
         seed: int = 0,
+        view_variants: tuple[int, ...] = (),
     ) -> None:
         self.root = Path(root)
         self.manifest = load_manifest(self.root)
@@ -65,6 +68,7 @@ class TileDataset(torch.utils.data.Dataset):
         self.instances = {k: g.sort_values("instance_id") for k, g in instances.groupby("tile_id")}
         self.transform = transform
         self.cache = cache
+        self.view_variants = view_variants
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -96,4 +100,5 @@ class TileDataset(torch.utils.data.Dataset):
         sample = self.transform(tile_id, image, self.read_mask(index), self.instances[tile_id], rng)
         if self.cache is not None:
             sample.embedding = self.cache.load(tile_id, sample.variant)
+            sample.view_embeddings = {v: self.cache.load(tile_id, v) for v in self.view_variants}
         return sample

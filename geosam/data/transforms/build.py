@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from yacs.config import CfgNode
 
-from geosam.data.transforms.dihedral import allowed_variants, apply_variant
+from geosam.data.transforms.dihedral import IDENTITY, allowed_variants, apply_variant, flip_variant
 from geosam.data.transforms.prompts import PROMPT_KINDS, PromptSampler, PromptSet, fixed_prompts
 from geosam.data.transforms.sam_input import SamInput
+from geosam.runtime.flips import FLIPS
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Sample:
     prompts: PromptSet
     image: np.ndarray | None = None
     embedding: np.ndarray | None = None
+    # With cached embeddings and test-time flips: dihedral variant → cached embedding.
+    view_embeddings: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 class ChipTransform:
@@ -104,6 +107,14 @@ class EvalTransform(ChipTransform):
 def training_variants(cfg: CfgNode) -> tuple[int, ...]:
     """The dihedral variants training draws from (and the embedding cache must hold)."""
     return allowed_variants(cfg.INPUT.HFLIP, cfg.INPUT.VFLIP, cfg.INPUT.ROT90)
+
+
+def evaluation_variants(cfg: CfgNode) -> tuple[int, ...]:
+    """The dihedral variants evaluation reads (and the validation cache must hold): the chip
+    itself, and with TEST.FLIP_TTA its three mirror images after it."""
+    if not cfg.TEST.FLIP_TTA:
+        return (IDENTITY,)
+    return tuple(flip_variant(flip_x, flip_y) for flip_x, flip_y in FLIPS)
 
 
 def build_transforms(cfg: CfgNode, is_train: bool) -> TrainTransform | EvalTransform:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from geosam.runtime.flips import flip_image
+
 NUM_VARIANTS = 8
 IDENTITY = 0
 HFLIP = 4
@@ -24,14 +26,26 @@ def apply_variant(array: np.ndarray, variant: int) -> np.ndarray:
     return np.rot90(array, variant % 4, axes=(0, 1))
 
 
+_PROBE = np.arange(9).reshape(3, 3)
+
+
+def _variant_giving(target: np.ndarray) -> int:
+    """The variant that turns the 3 × 3 probe into ``target``."""
+    for variant in range(NUM_VARIANTS):
+        if np.array_equal(apply_variant(_PROBE, variant), target):
+            return variant
+    raise AssertionError(f"not a symmetry of the square:\n{target}")
+
+
 def _compose(first: int, second: int) -> int:
     """The variant equal to applying ``first`` then ``second``."""
-    probe = np.arange(9).reshape(3, 3)
-    target = apply_variant(apply_variant(probe, first), second)
-    for variant in range(NUM_VARIANTS):
-        if np.array_equal(apply_variant(probe, variant), target):
-            return variant
-    raise AssertionError("D4 is closed under composition")
+    return _variant_giving(apply_variant(apply_variant(_PROBE, first), second))
+
+
+def flip_variant(flip_x: bool, flip_y: bool) -> int:
+    """The variant that mirrors a chip as :func:`geosam.runtime.flips.flip_image` does, so
+    that test-time flips can read their embeddings from the cache."""
+    return _variant_giving(flip_image(_PROBE, flip_x, flip_y))
 
 
 def allowed_variants(hflip: bool, vflip: bool, rot90: bool) -> tuple[int, ...]:
