@@ -293,6 +293,14 @@ def parse_args() -> argparse.Namespace:
     # synthetic val mIoU still rising); steps are what lifted every figure (docs/benchmarks.md)
     parser.add_argument("--pretrain-steps", type=int, default=9000)
     parser.add_argument(
+        "--pretrain-color-jitter",
+        type=float,
+        nargs=4,
+        default=[0.0, 0.0, 0.0, 0.0],
+        metavar=("BRIGHTNESS", "CONTRAST", "SATURATION", "HUE"),
+        help="INPUT.COLOR_JITTER while pretraining the stand-in",
+    )
+    parser.add_argument(
         "--round-trip-size", type=int, default=2048, help="round trip's synthetic scene (px)"
     )
     parser.add_argument("--round-trip-seed", type=int, default=0)
@@ -372,6 +380,7 @@ def main() -> None:
             runs / "standin",
             {
                 "DATASETS.TRAIN": synth_tiles,
+                "INPUT.COLOR_JITTER": args.pretrain_color_jitter,
                 "SOLVER.MAX_EPOCHS": pretrain_epochs,
                 "TEST.EVAL_PERIOD": max(1, pretrain_epochs // 4),
             },
@@ -506,6 +515,7 @@ def main() -> None:
                 "resolution_m": 1.0,
             },
             "pretrain_epochs": pretrain_epochs,
+            "pretrain_color_jitter": args.pretrain_color_jitter,
             "finetune_epochs": args.finetune_epochs,
             "decoder_variants": [f"{loss}:{lr:g}" for loss, lr in args.decoder_variants],
             "decoder_runs_best_val_miou": val_scores,

@@ -181,3 +181,10 @@ def test_presets_exist_and_differ():
         1024,
         ["mask_decoder"],
     )
+
+
+def test_color_jitter_takes_four_strengths():
+    assert "takes four values" in error_of(None, ["INPUT.COLOR_JITTER", "[0.4, 0.4]"])
+    assert "hue at most 0.5" in error_of(None, ["INPUT.COLOR_JITTER", "[0, 0, 0, 0.6]"])
+    assert "COLOR_JITTER got -0.1" in error_of(None, ["INPUT.COLOR_JITTER", "[0, -0.1, 0, 0]"])
+    assert load_config(None, ["INPUT.COLOR_JITTER", "[0.4, 0.4, 0.4, 0.1]"]).INPUT.COLOR_JITTER

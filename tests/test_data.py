@@ -199,6 +199,38 @@ def test_embedding_cache_hit_miss_and_invalidation(tiles: Path, monkeypatch) -> 
         prepare_embedding_cache(cfg, model, is_train=True, progress=False)
 
 
+def test_color_jitter_draws_torchvision_adjustments_from_the_sample_generator(tiles: Path):
+    """INPUT.COLOR_JITTER: brightness, contrast, saturation (and hue) adjusted by factors drawn
+    from the chip's own generator; off by default, and refused with cached embeddings."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from geosam.data.transforms.color import ColorJitter
+
+    chip = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    assert not ColorJitter([0, 0, 0, 0])
+    jitter = ColorJitter([0.4, 0.3, 0.0, 0.05])
+    out = jitter(chip, np.random.default_rng(7))
+    assert out.shape == chip.shape and out.dtype == np.uint8 and not np.array_equal(out, chip)
+    np.testing.assert_array_equal(out, jitter(chip, np.random.default_rng(7)))
+    rng = np.random.default_rng(7)
+    expected = torch.from_numpy(chip).permute(2, 0, 1)
+    expected = TF.adjust_brightness(expected, float(rng.uniform(0.6, 1.4)))
+    expected = TF.adjust_contrast(expected, float(rng.uniform(0.7, 1.3)))
+    expected = TF.adjust_hue(expected, float(rng.uniform(-0.05, 0.05)))
+    np.testing.assert_array_equal(out, expected.permute(1, 2, 0).numpy())
+
+    cfg = tiny_cfg(tiles, "INPUT.COLOR_JITTER", "[0.4, 0.4, 0.4, 0]", "CACHE.EMBEDDINGS", "False")
+    torch.manual_seed(0)
+    jittered = next(iter(make_data_loader(cfg, is_train=True)))["images"]
+    torch.manual_seed(0)
+    plain = next(iter(make_data_loader(tiny_cfg(tiles, "CACHE.EMBEDDINGS", "False"), True)))
+    assert jittered.shape == plain["images"].shape
+    assert not torch.equal(jittered, plain["images"])
+    cached = tiny_cfg(tiles, "INPUT.COLOR_JITTER", "[0.4, 0, 0, 0]")
+    with pytest.raises(GeosamError, match="INPUT.COLOR_JITTER"):
+        prepare_embedding_cache(cached, build_model(cached), is_train=True, progress=False)
+
+
 def test_loader_reads_cached_embeddings(tiles: Path) -> None:
     cfg = tiny_cfg(tiles, "DATALOADER.IMS_PER_BATCH", "2")
     model = build_model(cfg)

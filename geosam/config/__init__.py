@@ -43,6 +43,7 @@ def load_config(config_file: str | None = None, opts: Sequence[str] = ()) -> Cfg
     _check_choices(cfg)
     _check_ranges(cfg)
     _check_prompt_weights(cfg)
+    _check_color_jitter(cfg)
     cfg.freeze()
     return cfg
 
@@ -188,6 +189,15 @@ def _check_ranges(cfg: CfgNode) -> None:
         for value in _values(cfg, key):
             if not valid(value):
                 raise GeosamError(f"config key {key} got {value!r}; it must be {wanted}")
+
+
+def _check_color_jitter(cfg: CfgNode) -> None:
+    jitter = cfg.INPUT.COLOR_JITTER
+    if len(jitter) != 4 or jitter[3] > 0.5:
+        raise GeosamError(
+            f"config key INPUT.COLOR_JITTER got {list(jitter)}; it takes four values, "
+            "brightness, contrast, saturation and hue, the hue at most 0.5"
+        )
 
 
 def _check_prompt_weights(cfg: CfgNode) -> None:

@@ -55,6 +55,12 @@ _C.INPUT.PIXEL_STD = [58.395, 57.12, 57.375]
 _C.INPUT.HFLIP = True
 _C.INPUT.VFLIP = True
 _C.INPUT.ROT90 = True
+# Photometric augmentation of the chip: torchvision's ColorJitter (brightness, contrast,
+# saturation, hue), each factor drawn per chip from [1 - v, 1 + v] (hue: a shift in [-v, v] of
+# the colour wheel, v <= 0.5). It changes the image the encoder sees every step, so it needs
+# the encoder to run (no cached embeddings). Pretraining a model from scratch on synthetic
+# scenes uses it so that the encoder does not learn one rendering's colours.
+_C.INPUT.COLOR_JITTER = [0.0, 0.0, 0.0, 0.0]
 # Each box edge moves by a random amount up to this fraction of the box side, capped at
 # BOX_JITTER_MAX_PX, so the model learns from the loose boxes users draw, not exact ones.
 _C.INPUT.BOX_JITTER = 0.1
@@ -200,6 +206,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "MODEL.ENCODER_TRAINABLE_BLOCKS": _NON_NEGATIVE,
     "INPUT.IMAGE_SIZE": _POSITIVE,
     "INPUT.PIXEL_STD": _POSITIVE,
+    "INPUT.COLOR_JITTER": _NON_NEGATIVE,
     "INPUT.BOX_JITTER": _NON_NEGATIVE,
     "INPUT.BOX_JITTER_MAX_PX": _NON_NEGATIVE,
     "INPUT.PROMPT_WEIGHTS": _NON_NEGATIVE,

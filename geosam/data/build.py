@@ -82,6 +82,12 @@ def prepare_embedding_cache(
     """
     if not uses_embedding_cache(cfg):
         return None
+    if is_train and any(cfg.INPUT.COLOR_JITTER):
+        raise GeosamError(
+            "INPUT.COLOR_JITTER changes each chip every step, but with a frozen encoder "
+            "training reads cached embeddings of the unjittered chips: set CACHE.EMBEDDINGS "
+            "False to run the encoder each step, or INPUT.COLOR_JITTER [0, 0, 0, 0]"
+        )
     root = dataset_root(cfg, is_train)
     dataset = make_dataset(cfg, is_train)
     cache_root = Path(cfg.CACHE.DIR) if cfg.CACHE.DIR else root / CACHE_SUBDIR

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from yacs.config import CfgNode
 
+from geosam.data.transforms.color import ColorJitter
 from geosam.data.transforms.dihedral import IDENTITY, allowed_variants, apply_variant, flip_variant
 from geosam.data.transforms.prompts import PROMPT_KINDS, PromptSampler, PromptSet, fixed_prompts
 from geosam.data.transforms.sam_input import SamInput
@@ -55,11 +56,13 @@ class ChipTransform:
 
 
 class TrainTransform(ChipTransform):
-    """A random variant of the chip, fresh prompts sampled from its mask, SAM's input frame."""
+    """A random variant of the chip, its colours jittered (INPUT.COLOR_JITTER), fresh prompts
+    sampled from its mask, SAM's input frame."""
 
     def __init__(self, cfg: CfgNode, variants: tuple[int, ...]):
         super().__init__(cfg)
         self.variants = variants
+        self.color = ColorJitter(cfg.INPUT.COLOR_JITTER)
         self.sampler = PromptSampler(
             cfg.INPUT.PROMPT_TYPES,
             cfg.INPUT.PROMPT_WEIGHTS,
@@ -83,6 +86,8 @@ class TrainTransform(ChipTransform):
         mask = np.ascontiguousarray(apply_variant(mask, variant))
         if image is not None:
             image = np.ascontiguousarray(apply_variant(image, variant))
+            if self.color:
+                image = self.color(image, rng)
         return self.sample(tile_id, variant, image, mask, self.sampler(mask, rng))
 
 
