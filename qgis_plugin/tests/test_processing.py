@@ -153,27 +153,27 @@ def test_bad_input(
         run(scene, model, prompts, **extra)
 
 
+@pytest.mark.parametrize("flip_tta", [False, True])
 def test_automatic_mode(
-    provider: None,
-    model_dir: Path,
-    scene: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    provider: None, model_dir: Path, scene: Path, tmp_path: Path, flip_tta: bool
 ) -> None:
     """No prompts: every mask the runtime's automatic mode keeps, as polygons. The untrained
     model's masks are speckle over whole windows, which inner window edges would cut: the
-    raster is one window, its filters are opened and its grid made coarse."""
+    raster is one window, and the advanced parameters open the filters and coarsen the grid."""
     import processing
-    from geosam_qgis.processing import segment_algorithm
-    from geosam_qgis.runtime.auto import AutoParams
 
-    def loose() -> AutoParams:
-        return AutoParams(points_per_side=4, pred_iou_thresh=0.0, stability_thresh=0.0)
-
-    monkeypatch.setattr(segment_algorithm, "AutoParams", loose)
     window = tmp_path / "window.tif"
     gdal.Translate(str(window), str(scene), srcWin=[64, 64, 256, 256])
-    parameters = {"INPUT": str(window), "MODEL": str(model_dir), "AUTO": True, "MIN_AREA": 0.0}
+    parameters = {
+        "INPUT": str(window),
+        "MODEL": str(model_dir),
+        "AUTO": True,
+        "MIN_AREA": 0.0,
+        "POINTS_PER_SIDE": 4,
+        "PRED_IOU_THRESH": 0.0,
+        "STABILITY_THRESH": 0.0,
+        "FLIP_TTA": flip_tta,
+    }
     output = processing.run(ALGORITHM, {**parameters, "OUTPUT": "memory:"})["OUTPUT"]
     assert output.crs().authid() == RASTER_CRS
     assert output.fields().names() == ["score", "stability", "area_m2"]
@@ -181,6 +181,11 @@ def test_automatic_mode(
     for feature in output.getFeatures():
         assert feature.geometry().isGeosValid()
         assert feature["area_m2"] == pytest.approx(feature.geometry().area(), rel=2e-3)
+    # SAM's default filters keep none of the untrained model's speckle
+    strict = {**parameters, "PRED_IOU_THRESH": 0.88, "STABILITY_THRESH": 0.95}
+    assert processing.run(ALGORITHM, {**strict, "OUTPUT": "memory:"})["OUTPUT"].featureCount() < (
+        output.featureCount()
+    )
 
 
 def test_prompts_or_automatic_mode(provider: None, model_dir: Path, scene: Path) -> None:

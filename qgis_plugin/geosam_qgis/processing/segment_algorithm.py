@@ -37,6 +37,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterDistance,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
@@ -74,6 +75,10 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
     MODEL = "MODEL"
     AUTO = "AUTO"
     MIN_AREA = "MIN_AREA"
+    POINTS_PER_SIDE = "POINTS_PER_SIDE"
+    PRED_IOU_THRESH = "PRED_IOU_THRESH"
+    STABILITY_THRESH = "STABILITY_THRESH"
+    OVERLAP = "OVERLAP"
     PROMPTS = "PROMPTS"
     LABEL_FIELD = "LABEL_FIELD"
     MIN_SCORE = "MIN_SCORE"
@@ -155,6 +160,48 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 minValue=0.0,
             )
         )
+        defaults = AutoParams()
+        for name, title, kind, default, low, high in (
+            (
+                self.POINTS_PER_SIDE,
+                "Automatic mode: points per window side (N x N decoder calls per window)",
+                QgsProcessingParameterNumber.Integer,
+                defaults.points_per_side,
+                1,
+                None,
+            ),
+            (
+                self.PRED_IOU_THRESH,
+                "Automatic mode: minimum predicted IoU of a mask",
+                QgsProcessingParameterNumber.Double,
+                defaults.pred_iou_thresh,
+                0.0,
+                1.0,
+            ),
+            (
+                self.STABILITY_THRESH,
+                "Automatic mode: minimum stability of a mask",
+                QgsProcessingParameterNumber.Double,
+                defaults.stability_thresh,
+                0.0,
+                1.0,
+            ),
+            (
+                self.OVERLAP,
+                "Automatic mode: window overlap (fraction of a window's side)",
+                QgsProcessingParameterNumber.Double,
+                defaults.overlap,
+                0.0,
+                0.5,
+            ),
+        ):
+            parameter = QgsProcessingParameterNumber(
+                name, title, type=kind, defaultValue=default, minValue=low
+            )
+            if high is not None:
+                parameter.setMaximum(high)
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
         self.addParameter(
             QgsProcessingParameterDistance(
                 self.SIMPLIFY,
@@ -314,7 +361,12 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
         parcels, dropped = segment_all(
             model,
             raster,
-            AutoParams(),
+            AutoParams(
+                points_per_side=self.parameterAsInt(parameters, self.POINTS_PER_SIDE, context),
+                pred_iou_thresh=self.parameterAsDouble(parameters, self.PRED_IOU_THRESH, context),
+                stability_thresh=self.parameterAsDouble(parameters, self.STABILITY_THRESH, context),
+                overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
+            ),
             self.parameterAsDouble(parameters, self.MIN_AREA, context),
             self.parameterAsDouble(parameters, self.SIMPLIFY, context),
             feedback,
