@@ -97,3 +97,20 @@ def test_round_trip_scores_against_box_fill(bench, tmp_path: Path) -> None:
         "share_above_0.5": 0.5,
     }
     assert (out / "parcels.png").stat().st_size > 0
+
+
+def test_resuming_with_other_settings_is_refused(bench, tmp_path: Path, monkeypatch) -> None:
+    def args(*extra: str):
+        monkeypatch.setattr(sys, "argv", ["bench_quality.py", "--output", str(tmp_path), *extra])
+        return bench.parse_args()
+
+    bench.check_settings(tmp_path, args())
+    bench.check_settings(tmp_path, args())  # the same settings resume
+    other = args("--pretrain-color-jitter", "0", "0", "0", "0")
+    with pytest.raises(SystemExit, match="other settings \\(pretrain_color_jitter\\)"):
+        bench.check_settings(tmp_path, other)
+    bench.check_settings(
+        tmp_path, args("--pretrain-color-jitter", "0", "0", "0", "0", "--overwrite")
+    )
+    saved = json.loads((tmp_path / "settings.json").read_text())
+    assert saved["pretrain_color_jitter"] == "[0.0, 0.0, 0.0, 0.0]"
