@@ -227,7 +227,7 @@ def test_color_jitter_draws_torchvision_adjustments_from_the_sample_generator(ti
     assert jittered.shape == plain["images"].shape
     assert not torch.equal(jittered, plain["images"])
     cached = tiny_cfg(tiles, "INPUT.COLOR_JITTER", "[0.4, 0, 0, 0]")
-    with pytest.raises(GeosamError, match="INPUT.COLOR_JITTER"):
+    with pytest.raises(GeosamError, match=r"INPUT\.COLOR_JITTER"):
         prepare_embedding_cache(cached, build_model(cached), is_train=True, progress=False)
 
 
