@@ -1,11 +1,14 @@
 """Screenshot of real QGIS with the geosam plugin: the dock, a kept parcel and a live preview.
 
     python3 scripts/qgis_screenshot.py [--model DIR] [--raster TIF] [-o docs/images/qgis-plugin.png]
+        [--clicks COL,ROW COL,ROW ...] [--flip-tta]
 
 Run with any Python, it starts QGIS (the ``qgis`` program, under ``xvfb-run`` when there is no
 display) with this file as its startup code; inside QGIS it loads the plugin built by
 scripts/build_plugin.py, opens the raster, clicks twice through the plugin's map tool signals
-(one parcel accepted, one previewed), waits for the encoder task and grabs the main window.
+(each parcel accepted but the last, which stays a preview; ``--clicks`` in raster pixels, any
+number), with ``--flip-tta`` the dock's "Average over mirror images" ticked, waits for the
+encoder tasks and grabs the main window.
 Defaults are the plugin tests' fixtures (``make test-qgis`` builds them): an untrained tiny
 model, so the outlines are the shapes of random weights; give a trained model for a real one.
 onnxruntime is taken from the QGIS test venv (``--site-packages``), as QGIS's Python lacks it.
@@ -25,6 +28,7 @@ from pathlib import Path
 ENV = "GEOSAM_SCREENSHOT"
 # Scene pixels (col, row) of the two clicks: the first is accepted, the second previewed.
 CLICKS = ((202.5, 125.5), (255.5, 297.5))
+# Raster pixels shown around the clicks.
 VIEW_MARGIN = 200.0
 
 
@@ -37,6 +41,13 @@ def launch(argv: list[str] | None = None) -> int:
     parser.add_argument("--raster", type=Path, default=fixtures / "scene" / "scene.tif")
     parser.add_argument("-o", "--output", type=Path, default=root / "docs/images/qgis-plugin.png")
     parser.add_argument("--plugin-dir", type=Path, default=root / "build" / "qgis_plugin")
+    parser.add_argument(
+        "--clicks",
+        nargs="+",
+        default=[f"{col},{row}" for col, row in CLICKS],
+        help="raster pixels COL,ROW to click, in order",
+    )
+    parser.add_argument("--flip-tta", action="store_true", help="tick test-time flips")
     venvs = sorted(glob.glob(os.path.expanduser("~/.cache/geosam/qgis-venv-*")))
     default_site = glob.glob(f"{venvs[-1]}/lib/python3*/site-packages") if venvs else []
     parser.add_argument("--site-packages", default=(default_site or [""])[0])
@@ -56,6 +67,8 @@ def launch(argv: list[str] | None = None) -> int:
             f"{ENV}_MODEL": str(args.model.resolve()),
             f"{ENV}_RASTER": str(args.raster.resolve()),
             f"{ENV}_OUTPUT": str(args.output.resolve()),
+            f"{ENV}_CLICKS": " ".join(args.clicks),
+            f"{ENV}_FLIP_TTA": "1" if args.flip_tta else "",
             f"{ENV}_PATH": os.pathsep.join(
                 p for p in (str(args.plugin_dir.resolve()), args.site_packages) if p
             ),
@@ -101,17 +114,24 @@ def capture() -> None:
     dock.setMinimumWidth(330)
     dock.raster_combo.setLayer(layer)
     dock.model_widget.setFilePath(os.environ[f"{ENV}_MODEL"])
+    dock.flip_check.setChecked(bool(os.environ[f"{ENV}_FLIP_TTA"]))
     canvas = iface.mapCanvas()
     extent = layer.extent()
-    pending = list(CLICKS)
+    clicks = [tuple(map(float, c.split(","))) for c in os.environ[f"{ENV}_CLICKS"].split()]
+    pending = list(clicks)
     timer = QTimer()
+
+    def to_map(col: float, row: float) -> QgsPointXY:
+        return QgsPointXY(
+            extent.xMinimum() + col * layer.rasterUnitsPerPixelX(),
+            extent.yMaximum() - row * layer.rasterUnitsPerPixelY(),
+        )
 
     def click(col: float, row: float) -> None:
         to_canvas = QgsCoordinateTransform(
             layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance()
         )
-        point = QgsPointXY(extent.xMinimum() + col, extent.yMaximum() - row)
-        controller.add_click(to_canvas.transform(point), True)
+        controller.add_click(to_canvas.transform(to_map(col, row)), True)
 
     def step() -> None:
         if controller.busy():
@@ -131,16 +151,12 @@ def capture() -> None:
         os._exit(0)  # QGIS's own exit path asks questions nobody is there to answer
 
     timer.timeout.connect(step)
-    # the clicks and VIEW_MARGIN metres around them (all of a small raster), so parcels are
+    # the clicks and VIEW_MARGIN pixels around them (all of a small raster), so parcels are
     # large enough on screen to judge their outlines
-    cols, rows = zip(*CLICKS, strict=True)
-    around = QgsRectangle(
-        extent.xMinimum() + min(cols),
-        extent.yMaximum() - max(rows),
-        extent.xMinimum() + max(cols),
-        extent.yMaximum() - min(rows),
-    ).buffered(VIEW_MARGIN)
-    view = around.intersect(extent).buffered(60)
+    cols, rows = zip(*clicks, strict=True)
+    pixel = layer.rasterUnitsPerPixelX()
+    around = QgsRectangle(to_map(min(cols), max(rows)), to_map(max(cols), min(rows)))
+    view = around.buffered(VIEW_MARGIN * pixel).intersect(extent).buffered(60 * pixel)
     QTimer.singleShot(2000, lambda: (canvas.setExtent(view), timer.start(300)))
     capture.timer = timer  # keep it alive after this function returns
 
