@@ -110,3 +110,25 @@ def test_cached_mirror_embeddings_give_what_the_encoder_gives(tiles, tmp_path):
         assert not torch.allclose(b, c)  # the mirror images do change the average
     result = inference(cfg, model, make_data_loader(cfg, False, cache))
     assert result["count"] > 0 and 0.0 <= result["mIoU"] <= 1.0
+
+
+@pytest.mark.parametrize("flip_x, flip_y", MIRRORS)
+def test_flip_batch_keeps_padding_and_maps_resized_prompts(flip_x, flip_y):
+    """A 100 x 128 chip resized to 200 x 256 in a 256 px input: the image region is mirrored
+    and the padding below it stays; a box on chip pixels 10..19 maps to the mirrored pixels."""
+    images = torch.zeros(1, 3, 256, 256)
+    images[:, :, :200] = torch.randn(1, 3, 200, 256)
+    box = torch.tensor([[20.0, 40.0, 38.0, 58.0]])  # chip pixels (10, 20)..(19, 29), scaled 2x
+    batch = {
+        "images": images,
+        "input_sizes": torch.tensor([[200, 256]]),
+        "original_sizes": torch.tensor([[100, 128]]),
+        "prompts": [{"box": {"boxes": box, "targets": torch.zeros(1, 256, 256, dtype=torch.bool)}}],
+    }
+    flipped = flip_batch(batch, flip_x, flip_y)
+    dims = [d for d, on in ((-1, flip_x), (-2, flip_y)) if on]
+    assert torch.equal(flipped["images"][:, :, :200], images[:, :, :200].flip(dims))
+    assert torch.equal(flipped["images"][:, :, 200:], torch.zeros(1, 3, 56, 256))
+    chip_box = np.array([10.0, 20.0, 19.0, 29.0])
+    expected = flip_box(chip_box, (100, 128), flip_x, flip_y) * 2
+    np.testing.assert_allclose(flipped["prompts"][0]["box"]["boxes"][0].numpy(), expected)
