@@ -8,6 +8,8 @@
 3. ``geosam segment`` throughput (parcels/s) on a synthetic scene with one box per parcel.
 4. ``segment --auto``'s cost per window beside the encoder's: one window's point grid
    through the decoder and automatic mode's filters (``--auto-points`` per side).
+5. Test-time flips (``--flip-tta``) against the plain runtime: encoder, decoder and ``geosam
+   segment`` each with the four views, as a ratio to one view (about 4x is the views' work).
 
 The ViT-B architecture is exported with random weights saved in the official checkpoint format
 (speed does not depend on the weights). ``--baseline MODEL_DIR`` also times 1. and 4. on
@@ -16,7 +18,7 @@ export), in the same run; decoders are timed in turns, so a change is compared u
 same machine load.
 
     OMP_NUM_THREADS=1 python scripts/bench_runtime.py [--model vit_b] [--work DIR]
-        [--baseline MODEL_DIR]
+        [--baseline MODEL_DIR] [--segment-model MODEL_DIR]
 """
 
 from __future__ import annotations
@@ -97,15 +99,24 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--auto-points", type=int, default=AutoParams.points_per_side)
     parser.add_argument("--baseline", type=Path, help="a model folder to time beside")
+    parser.add_argument(
+        "--segment-model",
+        type=Path,
+        help="model folder for 3. and 5.'s segment runs (default: the tiny model with random "
+        "weights, whose speckle masks make polygonizing dominate: give a trained one, e.g. "
+        "bench_quality's OUT/models/standin, to time flips as users meet them)",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     model_dir, sam = exported_model(args.work, args.model)
     runtime = SamModel.load(model_dir, threads=1)
+    flipped = SamModel.load(model_dir, threads=1, flip_tta=True)
     size = runtime.input_size
 
     image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
     box = np.array([size * 0.3, size * 0.3, size * 0.6, size * 0.55])
     embedding = runtime.encode(image)
+    flipped_embedding = flipped.encode(image)
     features = torch.from_numpy(embedding.array)
 
     @torch.no_grad()
@@ -162,6 +173,10 @@ def main() -> None:
         **{name: float(np.median(values)) for name, values in decoder_times.items()},
         "encoder, PyTorch": median_seconds(torch_encode, slow),
         "encoder, onnxruntime": median_seconds(lambda: runtime.encode(image), slow),
+        "encoder, onnxruntime, flip TTA": median_seconds(lambda: flipped.encode(image), slow),
+        "decoder, onnxruntime, flip TTA": median_seconds(
+            lambda: flipped.decode(flipped_embedding, box=box), args.repeat
+        ),
         "prompt → polygon (cached embedding)": median_seconds(click_to_polygon, args.repeat),
         "  of which polygonize": median_seconds(
             lambda: mask_to_polygon(parcel, (500000.0, 1.0, 0.0, 5e6, 0.0, -1.0), 1.0), args.repeat
@@ -170,21 +185,25 @@ def main() -> None:
     }
 
     # segment throughput: the tiny model on a synthetic scene, one box per parcel (the
-    # encoder dominates; a ViT-B run on CPU costs ~8 s per encoded window instead)
+    # encoder dominates; a ViT-B run on CPU costs ~8 s per encoded window instead), with one
+    # view and with test-time flips
     scene = make_scene(args.work / "scene", size=2048, seed=0)
-    tiny_dir, _ = exported_model(args.work, "tiny")
+    tiny_dir = args.segment_model or exported_model(args.work, "tiny")[0]
     prompts = args.work / "prompts.gpkg"
     gpd.read_file(scene.labels).to_file(prompts)
-    start = time.perf_counter()
-    result = segment(
-        scene.raster,
-        tiny_dir,
-        prompts,
-        args.work / "parcels.gpkg",
-        SegmentParams(threads=1),
-        progress=False,
-    )
-    elapsed = time.perf_counter() - start
+    segment_seconds = {}
+    for flip_tta in (False, True):
+        start = time.perf_counter()
+        result = segment(
+            scene.raster,
+            tiny_dir,
+            prompts,
+            args.work / "parcels.gpkg",
+            SegmentParams(threads=1, flip_tta=flip_tta),
+            progress=False,
+        )
+        segment_seconds[flip_tta] = time.perf_counter() - start
+    elapsed = segment_seconds[False]
 
     print(
         f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, onnxruntime 1 thread, torch "
@@ -213,6 +232,14 @@ def main() -> None:
         f"segment (tiny, 2048 px scene): {result.polygons} parcels in {elapsed:.1f} s = "
         f"{result.polygons / elapsed:.1f} parcels/s; {result.encoded} windows encoded, "
         f"{result.cache_hits} reused"
+    )
+    encoder_tta = timings["encoder, onnxruntime, flip TTA"] / timings["encoder, onnxruntime"]
+    decoder_tta = timings["decoder, onnxruntime, flip TTA"] / timings["decoder, onnxruntime"]
+    print(
+        f"flip TTA vs one view: encoder {encoder_tta:.2f}x, decoder {decoder_tta:.2f}x, segment "
+        f"(tiny) {segment_seconds[True]:.1f} s vs {elapsed:.1f} s = "
+        f"{segment_seconds[True] / elapsed:.2f}x "
+        "(4 views: about 4x the model's work)"
     )
 
 
