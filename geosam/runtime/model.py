@@ -246,9 +246,9 @@ class SamModel:
             raise ValueError(
                 f"mask_input has {len(mask_input)} views, the embedding {len(embedding.array)}"
             )
+        shape = embedding.original_size
         logits, scores, low_res_views, indices = 0.0, 0.0, [], []
         for view, (flip_x, flip_y) in enumerate(embedding.flips):
-            shape = embedding.original_size
             feeds = self.decoder_feeds(
                 embedding,
                 None if points is None else flip_points(points, shape, flip_x, flip_y),
