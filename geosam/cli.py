@@ -598,9 +598,9 @@ def segment(
     """Segment the parcel under each prompt on RASTER and write one polygon per prompt, with
     the prompt's attributes, score (predicted IoU) and area_m2; or, with --auto, every parcel
     found on RASTER, with score, stability and area_m2."""
+    from geosam.runtime.reasons import describe_counts
     from geosam.segment import SegmentParams, segment_auto
     from geosam.segment import segment as run_segment
-    from geosam.segment.pipeline import describe_counts
 
     if (prompts is None) == (not auto):
         raise GeosamError("give exactly one of --prompts VECTOR and --auto")

@@ -125,7 +125,7 @@ def test_runtime_imports_no_torch(model_dir: Path) -> None:
 import sys
 import numpy as np
 import geosam.runtime
-from geosam.runtime import auto, cache, model, preprocess, stretch, windows
+from geosam.runtime import auto, cache, model, preprocess, prompts, segmenter, stretch, windows
 stretch.Stretch(method="percentile", low=(0.0,), high=(10.0,)).apply(np.ones((1, 4, 4)))
 m = geosam.runtime.SamModel.load({str(model_dir)!r}, threads=1)
 e = m.encode(np.zeros((50, 60, 3), np.uint8))
@@ -135,6 +135,16 @@ params = auto.AutoParams(points_per_side=2, pred_iou_thresh=0.0, stability_thres
 tile = next(auto.auto_tiling((60, 50), (1.0, 1.0), None, m.input_size).windows())
 merger = auto.MaskMerger(auto.auto_tiling((60, 50), (1.0, 1.0), None, m.input_size), params)
 merger.add(tile, auto.window_masks(m, e, tile, params))
+
+class Reader:  # a RasterReader over an array
+    size, geotransform, description, cache_id = (60, 50), (0, 1, 0, 0, 0, -1), "array", "a"
+    def pixel_size_m(self, col, row): return 1.0, 1.0
+    def read(self, window): return np.zeros((window.out_height, window.out_width, 3), np.uint8)
+    def valid(self, window): return None
+
+list(auto.AutoSegmenter(m, Reader(), params).masks())
+p = prompts.Prompt(np.array([[10.0, 20.0]]), np.ones(1))
+list(segmenter.segment_prompts(segmenter.PromptSegmenter(m, Reader()), [p]))
 print(sorted(n for n in ("torch", "rasterio", "shapely", "onnx", "geosam.export")
              if n in sys.modules))
 """
@@ -580,10 +590,12 @@ def fake_embedding(value: float = 0.0) -> Embedding:
 def test_cache_lru_by_bytes() -> None:
     cache = EmbeddingCache(max_bytes=2 * 1024 + 512)
     keys = [("r", Window(i * 100, 0, 256, 256, 256, 256).key) for i in range(3)]
-    cache.get_or_compute(keys[0], lambda: fake_embedding(0))
-    cache.get_or_compute(keys[1], lambda: fake_embedding(1))
-    assert cache.get_or_compute(keys[0], lambda: pytest.fail("recomputed")).array[0, 0, 0, 0] == 0
-    cache.get_or_compute(keys[2], lambda: fake_embedding(2))  # evicts keys[1], the LRU
+    for value in (0, 1):
+        assert cache.get(keys[value]) is None
+        cache.put(keys[value], fake_embedding(value))
+    assert cache.get(keys[0]).array[0, 0, 0, 0] == 0
+    assert cache.get(keys[2]) is None
+    cache.put(keys[2], fake_embedding(2))  # evicts keys[1], the LRU
     assert keys[1] not in cache and keys[0] in cache and keys[2] in cache
     assert (cache.hits, cache.misses, cache.nbytes) == (1, 3, 2048)
     cache.put(("r", (0, 0, 1, 1, 1, 1)), Embedding(np.zeros(4096, np.float32), (1, 1), (1, 1)))

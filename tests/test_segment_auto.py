@@ -38,6 +38,7 @@ from geosam.runtime.auto import (
     stability_score,
     suppress,
 )
+from geosam.runtime.reasons import BELOW_SCORE
 from geosam.segment import SegmentParams, segment_auto
 from geosam.utils.errors import GeosamError
 
@@ -379,7 +380,7 @@ def test_auto_min_score_and_output_crs(model_dir: Path, islands, tmp_path: Path)
     written = gpd.read_file(tmp_path / "b.shp")
     assert some.polygons == len(written) < everything.polygons
     assert (written.score >= threshold - 1e-9).all() and written.crs.equals("EPSG:4326")
-    assert some.skipped["below --min-score"] > 0
+    assert some.skipped[BELOW_SCORE] > 0
 
 
 def invoke(*args: str):

@@ -26,6 +26,11 @@ as well. The steps, each a function below, so the CLI and the QGIS plugin share 
    pixel overlaps are counted only for the pairs whose boxes could be duplicates.
    Windows arrive in raster order, and a mask is handed out as final as soon as no window
    still to come reaches its box, so memory holds about one row of windows' masks.
+4. :class:`AutoSegmenter`: the loop over a raster (:class:`~.reader.RasterReader`: the CLI's
+   rasterio reader or the plugin's GDAL one) that runs these steps window by window and hands
+   out each final mask with the geotransform to polygonize it with, counting what it drops.
+   ``geosam segment --auto`` and the plugin's automatic mode only turn its masks into
+   polygons and write them.
 
 numpy and onnxruntime only, imported relatively: this folder is copied into the QGIS plugin.
 """
@@ -34,14 +39,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import reasons
 from .errors import GeosamError
-from .windows import GeoTransform, Window, pixel_to_map, sam_coords
+from .reader import RasterReader
+from .windows import GeoTransform, Window, WindowParams, pixel_to_map, sam_coords
 
 if TYPE_CHECKING:  # onnxruntime stays unimported until a model is loaded (the CLI's --help)
     from .model import Embedding, SamModel
@@ -173,8 +180,8 @@ class Tiling:
         mask crop whose box starts there is polygonized with."""
         sx, sy = self.scale
         x0, y0 = pixel_to_map(raster_transform, (x * sx, y * sy))
-        gt = raster_transform
-        return (float(x0), gt[1] * sx, gt[2] * sy, float(y0), gt[4] * sx, gt[5] * sy)
+        t = raster_transform
+        return (float(x0), t[1] * sx, t[2] * sy, float(y0), t[4] * sx, t[5] * sy)
 
     def reaches_later(self, tile: TileWindow, box: GridBox) -> bool:
         """Whether a window after ``tile`` in raster order may overlap ``box``: one to its
@@ -463,3 +470,73 @@ class MaskMerger:
         """The masks still pending (all final once every window has been added)."""
         final, self.pending = self.pending, []
         return final
+
+
+class AutoSegmenter:
+    """Automatic mode over one raster: the tiling, and :meth:`masks`, the loop over it.
+
+    ``params.min_area_px`` is replaced by ``min_area_m2`` on the tiling's grid
+    (:func:`raster_tiling`); ``min_score`` drops final masks the decoder rates lower.
+    :attr:`dropped` counts the masks dropped, by reason; :attr:`encoded` the windows.
+    """
+
+    def __init__(
+        self,
+        model: SamModel,
+        reader: RasterReader,
+        params: AutoParams,
+        min_area_m2: float = DEFAULT_MIN_AREA_M2,
+        min_score: float | None = None,
+        max_upsample: float = WindowParams.max_upsample,
+    ) -> None:
+        width, height = reader.size
+        self.tiling, self.params = raster_tiling(
+            reader.size,
+            reader.pixel_size_m(width / 2, height / 2),
+            model.ground_resolution_m,
+            model.input_size,
+            params,
+            min_area_m2,
+            max_upsample,
+        )
+        self.model = model
+        self.reader = reader
+        self.min_score = min_score
+        self.dropped: Counter[str] = Counter()
+        self.encoded = 0
+
+    @property
+    def prompts(self) -> int:
+        """The point prompts decoded so far."""
+        return self.encoded * self.params.points_per_side**2
+
+    def masks(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[AutoMask, GeoTransform]]:
+        """Every final mask, with the geotransform (GDAL order) of its crop's grid.
+
+        ``progress(done, total)`` is called after each window; ``cancelled()`` is asked
+        before each, and stops the loop at once (the masks still pending are not handed out).
+        """
+        merger = MaskMerger(self.tiling, self.params)
+        for done, tile in enumerate(self.tiling.windows()):
+            if cancelled is not None and cancelled():
+                return
+            embedding = self.model.encode(self.reader.read(tile.window))
+            self.encoded += 1
+            valid = self.reader.valid(tile.window)
+            found = window_masks(self.model, embedding, tile, self.params, valid, self.dropped)
+            yield from self._final(merger.add(tile, found))
+            if progress is not None:
+                progress(done + 1, len(self.tiling))
+        yield from self._final(merger.flush())
+        self.dropped["duplicate"] = merger.duplicates
+
+    def _final(self, masks: list[AutoMask]) -> Iterator[tuple[AutoMask, GeoTransform]]:
+        for mask in masks:
+            if self.min_score is not None and mask.score < self.min_score:
+                self.dropped[reasons.BELOW_SCORE] += 1
+                continue
+            yield mask, self.tiling.transform(self.reader.geotransform, mask.box[0], mask.box[1])

@@ -11,7 +11,7 @@ in size (ViT-B at 1024 px: 4 MiB each).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 
 from .model import Embedding
 from .windows import Box, Window
@@ -37,16 +37,14 @@ class EmbeddingCache:
     def __contains__(self, key: CacheKey) -> bool:
         return key in self.entries
 
-    def get_or_compute(self, key: CacheKey, compute: Callable[[], Embedding]) -> Embedding:
-        """The cached embedding of ``key``, or ``compute()``'s, which is then cached."""
-        if key in self.entries:
-            self.hits += 1
-            self.entries.move_to_end(key)
-            return self.entries[key]
-        self.misses += 1
-        embedding = compute()
-        self.put(key, embedding)
-        return embedding
+    def get(self, key: CacheKey) -> Embedding | None:
+        """The cached embedding of ``key``, or None (a miss)."""
+        if key not in self.entries:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.entries.move_to_end(key)
+        return self.entries[key]
 
     def put(self, key: CacheKey, embedding: Embedding) -> None:
         """Cache ``embedding``; an entry larger than ``max_bytes`` on its own is not kept."""

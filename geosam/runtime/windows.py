@@ -24,9 +24,10 @@ top-left corner of the top-left pixel, x to the right (columns), y down (rows), 
 "output" coordinates are the same in the resampled window image. Affine transforms are
 6-tuples in GDAL's geotransform order ``(x0, dx/dcol, dx/drow, y0, dy/dcol, dy/drow)``, the
 order QGIS and ``osgeo.gdal`` use (rasterio's ``Affine`` is ``(a, b, c, d, e, f)`` =
-``(gt[1], gt[2], gt[0], gt[4], gt[5], gt[3])``). SAM's own convention puts pixel centres at
-integers; :func:`sam_coords` converts. Geographic rasters need no special case here: the
-caller passes the pixel size in metres at the prompt, and everything below is pixel math.
+``(t[1], t[2], t[0], t[4], t[5], t[3])`` of a geotransform ``t``). SAM's own convention puts
+pixel centres at integers; :func:`sam_coords` converts. Geographic rasters need no special
+case here: the caller passes the pixel size in metres at the prompt, and everything below is
+pixel math.
 """
 
 from __future__ import annotations
@@ -124,15 +125,8 @@ class Window:
         """The geotransform of the output image, from the source raster's."""
         x0, y0 = pixel_to_map(raster_transform, (self.col_off, self.row_off))
         sx, sy = self.scale
-        gt = raster_transform
-        return (
-            float(x0),
-            gt[1] * sx,
-            gt[2] * sy,
-            float(y0),
-            gt[4] * sx,
-            gt[5] * sy,
-        )
+        t = raster_transform
+        return (float(x0), t[1] * sx, t[2] * sy, float(y0), t[4] * sx, t[5] * sy)
 
     def contains(
         self, box: Box, margin: float = 0.0, raster_size: tuple[int, int] | None = None

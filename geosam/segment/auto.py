@@ -1,12 +1,11 @@
 """``geosam segment --auto``: every parcel of a raster, found without prompts.
 
-The raster is tiled by :func:`geosam.runtime.auto.raster_tiling` and each window is encoded
-once and prompted with a point grid (:func:`~geosam.runtime.auto.window_masks`); the
-:class:`~geosam.runtime.auto.MaskMerger` removes duplicates across windows and hands out
-masks once no later window can replace them, and each is polygonized right away, so memory
-holds the polygons plus about one row of windows' masks, whatever the raster's size. The
-algorithm is the runtime's, shared with the QGIS plugin; this module adds the raster reading,
-georeferencing and writing of :mod:`geosam.segment.pipeline`.
+The loop is the runtime's (:class:`geosam.runtime.auto.AutoSegmenter`, shared with the QGIS
+plugin): the raster is tiled, each window encoded once and prompted with a point grid, and
+duplicates removed across windows; each mask it hands out is polygonized right away, so
+memory holds the polygons plus about one row of windows' masks, whatever the raster's size.
+This module adds the rasterio reader, shapely polygons and the writing of
+:mod:`geosam.segment.pipeline`.
 """
 
 from __future__ import annotations
@@ -18,19 +17,11 @@ import geopandas as gpd
 from tqdm import tqdm
 
 from geosam.runtime import SamModel
-from geosam.runtime.auto import (
-    DEFAULT_MIN_AREA_M2,
-    AutoMask,
-    AutoParams,
-    MaskMerger,
-    Tiling,
-    raster_tiling,
-    window_masks,
-)
+from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams, AutoSegmenter
+from geosam.runtime.reasons import EMPTY, describe_counts
 from geosam.segment.pipeline import (
     SegmentParams,
     SegmentResult,
-    describe_counts,
     prepare_output,
     write_polygons,
 )
@@ -62,39 +53,27 @@ def segment_auto(
         raise GeosamError(f"--min-area must be 0 or more m², got {min_area_m2:g}")
     driver, out_crs = prepare_output(output, params)
     model = SamModel.load(model_dir, threads=params.threads, flip_tta=params.flip_tta)
-    result = SegmentResult(output, prompts=0, polygons=0)
     with WindowReader(raster, model.manifest) as reader:
-        width, height = reader.size
-        tiling, auto = raster_tiling(
-            reader.size,
-            reader.pixel_size_m(width / 2, height / 2),
-            model.ground_resolution_m,
-            model.input_size,
-            auto,
-            min_area_m2,
-            params.window.max_upsample,
+        segmenter = AutoSegmenter(
+            model, reader, auto, min_area_m2, params.min_score, params.window.max_upsample
         )
-        merger = MaskMerger(tiling, auto)
         records = []
-        for tile in tqdm(
-            tiling.windows(),
-            total=len(tiling),
+        with tqdm(
+            total=len(segmenter.tiling),
             desc="segment --auto",
             unit="window",
             disable=not progress,
             dynamic_ncols=True,
-        ):
-            embedding = model.encode(reader.read(tile.window))
-            result.encoded += 1
-            result.prompts += auto.points_per_side**2
-            masks = window_masks(
-                model, embedding, tile, auto, reader.valid(tile.window), result.skipped
-            )
-            final = merger.add(tile, masks)
-            records += _polygons(final, tiling, reader, params, result)
-        records += _polygons(merger.flush(), tiling, reader, params, result)
-        result.skipped["duplicate"] = merger.duplicates
+        ) as bar:
+            for mask, geotransform in segmenter.masks(lambda done, _: bar.update(done - bar.n)):
+                polygon = mask_to_polygon(mask.mask, geotransform, params.simplify)
+                if polygon is None:
+                    segmenter.dropped[EMPTY] += 1
+                    continue
+                records.append((polygon, mask.score, mask.stability))
         crs = reader.source.crs
+    result = SegmentResult(output, prompts=segmenter.prompts, polygons=0, skipped=segmenter.dropped)
+    result.encoded = segmenter.encoded
     dropped = describe_counts(result.skipped) or "none"
     if not records:
         raise GeosamError(
@@ -108,25 +87,3 @@ def segment_auto(
     write_polygons(polygons, output, driver, out_crs, result)
     logger.info("masks dropped: %s", dropped)
     return result
-
-
-def _polygons(
-    masks: list[AutoMask],
-    tiling: Tiling,
-    reader: WindowReader,
-    params: SegmentParams,
-    result: SegmentResult,
-) -> list[tuple[object, float, float]]:
-    """(polygon in the raster's CRS, score, stability) of each final mask kept."""
-    records = []
-    for mask in masks:
-        if params.min_score is not None and mask.score < params.min_score:
-            result.skipped["below --min-score"] += 1
-            continue
-        transform = tiling.transform(reader.geotransform, mask.box[0], mask.box[1])
-        polygon = mask_to_polygon(mask.mask, transform, params.simplify)
-        if polygon is None:
-            result.skipped["empty mask"] += 1
-            continue
-        records.append((polygon, mask.score, mask.stability))
-    return records

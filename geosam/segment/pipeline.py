@@ -2,21 +2,21 @@
 
 Prompts are GIS features: a point (or the points of a MultiPoint) is a point prompt, a polygon
 is a box prompt of its bounds. With ``label_field``, features whose value is 0 are negative
-points; every negative point inside the window read for a positive prompt is added to that
-prompt. That is SAM's own notion of "not this" (a negative click only means something in the
-image it was made on), and it needs no matching of negatives to positives.
+points, added to every prompt whose window holds them.
 
-Each prompt gets a window centred on it (:func:`prompt_window`); prompts are visited in
-spatial order, so the next prompt usually lies inside a window already encoded, and the
-:class:`EmbeddingCache` answers it without running the encoder. Everything is checked before
-the model runs, and the output is written only when all prompts are done.
+This module is the CLI's GIS input and output around the runtime's prompt loop
+(:func:`geosam.runtime.segmenter.segment_prompts`, the same loop the QGIS plugin runs): it
+reads the prompt features into :class:`~geosam.runtime.prompts.Prompt` records in raster
+pixels, and turns each mask the loop gives into a shapely polygon (the part the prompt meant,
+:func:`~geosam.segment.polygons.prompted_parts`), then writes them with the prompts'
+attributes. Everything is checked before the model runs, and the output is written only when
+all prompts are done.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,21 +27,10 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 from tqdm import tqdm
 
-from geosam.runtime import (
-    Embedding,
-    EmbeddingCache,
-    GeoTransform,
-    Prediction,
-    SamModel,
-    Window,
-    WindowParams,
-    map_to_pixel,
-    pixel_to_map,
-    prompt_box,
-    prompt_window,
-    sam_coords,
-)
-from geosam.runtime.windows import Box
+from geosam.runtime import EmbeddingCache, SamModel, WindowParams, map_to_pixel
+from geosam.runtime.prompts import Prompt
+from geosam.runtime.reasons import EMPTY, describe_counts
+from geosam.runtime.segmenter import CACHE_BYTES, PromptSegmenter, Skip, segment_prompts
 from geosam.segment.polygons import (
     check_writable,
     geodesic_area,
@@ -84,7 +73,7 @@ class SegmentParams:
     all_parts: bool = False
     crs: str | None = None
     window: WindowParams = field(default_factory=WindowParams)
-    cache_bytes: int = 256 * 2**20
+    cache_bytes: int = CACHE_BYTES
     threads: int | None = None
     flip_tta: bool = False
 
@@ -100,30 +89,6 @@ class SegmentResult:
     encoded: int = 0
     cache_hits: int = 0
     renamed: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One positive prompt: its source feature's row, points and/or box in raster pixels."""
-
-    row: int
-    points: np.ndarray | None = None
-    box: Box | None = None
-
-    @property
-    def bounds(self) -> Box:
-        return prompt_box(self.points, self.box)
-
-    def map_geometry(
-        self, transform: GeoTransform
-    ) -> tuple[np.ndarray | None, shapely.Geometry | None]:
-        """The points (N, 2) and the box polygon in map coordinates, None where absent."""
-        points = None if self.points is None else pixel_to_map(transform, self.points)
-        if self.box is None:
-            return points, None
-        x1, y1, x2, y2 = self.box
-        corners = pixel_to_map(transform, np.array([(x1, y1), (x2, y1), (x2, y2), (x1, y2)]))
-        return points, shapely.Polygon(corners)
 
 
 def segment(
@@ -142,15 +107,12 @@ def segment(
     with WindowReader(raster, model.manifest) as reader:
         frame, prompts, negatives = read_prompts(prompts_path, params, reader)
         result = SegmentResult(output, prompts=len(prompts), polygons=0)
-        inside = [p for p in prompts if _inside(p, reader.size)]
-        if len(inside) < len(prompts):
-            result.skipped["outside the raster"] = len(prompts) - len(inside)
-        if not inside:
-            raise GeosamError(
-                f"all {len(prompts)} prompts of {prompts_path} lie outside raster {raster}: "
-                "check that they cover the same area"
-            )
-        records = run_prompts(model, reader, inside, negatives, params, result, progress)
+        segmenter = PromptSegmenter(
+            model, reader, EmbeddingCache(params.cache_bytes), params.window
+        )
+        records = run_prompts(
+            segmenter, prompts, negatives, f"prompts of {prompts_path}", params, result, progress
+        )
     if not records:
         raise GeosamError(
             f"no prompt gave a polygon ({describe_counts(result.skipped)}): lower --min-score or "
@@ -193,94 +155,50 @@ def write_polygons(
 
 
 def run_prompts(
-    model: SamModel,
-    reader: WindowReader,
+    segmenter: PromptSegmenter,
     prompts: list[Prompt],
     negatives: np.ndarray,
+    what: str,
     params: SegmentParams,
     result: SegmentResult,
     progress: bool,
 ) -> list[tuple[int, shapely.Geometry, float]]:
-    """(source row, polygon in the raster's CRS, score) per prompt that gave one, by row."""
-    cache = EmbeddingCache(params.cache_bytes)
-    raster_id = str(reader.path.resolve())
-    gt = reader.geotransform
+    """(source row, polygon in the raster's CRS, score) per prompt that gave one, by row;
+    ``what`` names the prompts in messages."""
     records = []
-    for prompt in tqdm(
-        spatial_order(prompts, reader, model),
+    geotransform = segmenter.reader.geotransform
+    with tqdm(
+        total=len(prompts),
         desc="segment",
         unit="prompt",
         disable=not progress,
         dynamic_ncols=True,
-    ):
-        bounds = prompt.bounds
-        found = cache.find(raster_id, bounds, _margin(bounds, params.window), reader.size)
-        if found is not None:
-            window, embedding = found
-        else:
-            try:
-                window = _window(bounds, reader, model, params.window)
-            except GeosamError as exc:
-                logger.info("prompt %d skipped: %s", prompt.row, exc)
-                result.skipped["too large for the model"] += 1
+    ) as bar:
+        for item in segment_prompts(
+            segmenter,
+            prompts,
+            negatives,
+            params.min_score,
+            result.skipped,
+            progress=lambda done, _: bar.update(done - bar.n),
+            what=what,
+        ):
+            if isinstance(item, Skip):
+                if item.detail:
+                    logger.info("prompt %d skipped: %s", item.prompt.index, item.detail)
                 continue
-            embedding = cache.get_or_compute(
-                (raster_id, window.key), _encoder(model, reader, window, result)
-            )
-        prediction = decode(model, embedding, window, prompt, negatives)
-        if params.min_score is not None and prediction.score < params.min_score:
-            result.skipped["below --min-score"] += 1
-            continue
-        mask = prediction.mask
-        valid = reader.valid(window)
-        if valid is not None:
-            mask = mask & valid
-        polygon = mask_to_polygon(mask, window.transform(gt), params.simplify)
-        if polygon is None:
-            result.skipped["empty mask"] += 1
-            continue
-        if not params.all_parts:
-            polygon = prompted_parts(polygon, *prompt.map_geometry(gt))
-        records.append((prompt.row, polygon, prediction.score))
-    result.cache_hits = cache.hits
+            polygon = mask_to_polygon(item.mask, item.geotransform, params.simplify)
+            if polygon is None:
+                result.skipped[EMPTY] += 1
+                continue
+            if not params.all_parts:
+                corners = item.prompt.map_box(geotransform)
+                box = None if corners is None else shapely.Polygon(corners)
+                polygon = prompted_parts(polygon, item.prompt.map_clicks(geotransform), box)
+            records.append((item.prompt.index, polygon, item.score))
+    result.encoded = segmenter.encoded
+    result.cache_hits = segmenter.cache.hits
     return sorted(records, key=lambda record: record[0])
-
-
-def decode(
-    model: SamModel,
-    embedding: Embedding,
-    window: Window,
-    prompt: Prompt,
-    negatives: np.ndarray,
-) -> Prediction:
-    """Decode ``prompt`` plus the negative points inside ``window``, in the window's image."""
-    negatives = negatives[np.array([window.contains((x, y, x, y)) for x, y in negatives], bool)]
-    points = np.concatenate([p for p in (prompt.points, negatives) if p is not None])
-    labels = np.r_[np.ones(len(points) - len(negatives)), np.zeros(len(negatives))]
-    box = None
-    if prompt.box is not None:
-        box = sam_coords(window.pixel_to_output(np.reshape(prompt.box, (2, 2)))).reshape(4)
-    return model.decode(
-        embedding,
-        points=sam_coords(window.pixel_to_output(points)) if len(points) else None,
-        labels=labels if len(points) else None,
-        box=box,
-    )
-
-
-def spatial_order(prompts: list[Prompt], reader: WindowReader, model: SamModel) -> list[Prompt]:
-    """Prompts in rows of about one window's height, west to east in each, so that consecutive
-    prompts share windows and the cache holds the few windows a row needs."""
-    resolution = model.ground_resolution_m
-    row_height = model.input_size * (
-        1.0 if resolution is None else max(resolution / reader.source.resolution_m[1], 0.5)
-    )
-
-    def key(prompt: Prompt) -> tuple[int, float]:
-        x1, y1, x2, y2 = prompt.bounds
-        return int((y1 + y2) / 2 // row_height), (x1 + x2) / 2
-
-    return sorted(prompts, key=key)
 
 
 def read_prompts(
@@ -314,17 +232,18 @@ def read_prompts(
             f"prompts {path}: a polygon has {params.label_field} = 0, but only points can be "
             "negative prompts"
         )
-    gt = reader.geotransform
+    geotransform = reader.geotransform
     prompts = []
     for row in np.flatnonzero(positive & ~missing):
-        pixels = map_to_pixel(gt, shapely.get_coordinates(geometries[row]))
+        pixels = map_to_pixel(geotransform, shapely.get_coordinates(geometries[row]))
         if is_point[row]:
-            prompts.append(Prompt(int(row), points=pixels))
+            prompts.append(Prompt(pixels, np.ones(len(pixels)), index=int(row)))
         else:
             (x1, y1), (x2, y2) = pixels.min(axis=0), pixels.max(axis=0)
-            prompts.append(Prompt(int(row), box=(x1, y1, x2, y2)))
+            prompts.append(Prompt(box=(x1, y1, x2, y2), index=int(row)))
     negatives = [geometries[row] for row in np.flatnonzero(~positive & ~missing)]
-    negative_pixels = map_to_pixel(gt, shapely.get_coordinates(negatives)).reshape(-1, 2)
+    negative_pixels = map_to_pixel(geotransform, shapely.get_coordinates(negatives))
+    negative_pixels = negative_pixels.reshape(-1, 2)
     if missing.any():
         logger.warning("%d prompts of %s have no geometry and are ignored", missing.sum(), path)
     if not prompts:
@@ -359,47 +278,3 @@ def _attributes(frame: gpd.GeoDataFrame, rows: list[int]) -> dict[str, object]:
     """The source columns of ``rows``, renamed ``src_<name>`` where geosam adds that name."""
     attributes = frame.drop(columns=frame.geometry.name).iloc[rows].reset_index(drop=True)
     return attributes.rename(columns={name: f"src_{name}" for name in OUTPUT_FIELDS})
-
-
-def _inside(prompt: Prompt, size: tuple[int, int]) -> bool:
-    """A box overlapping the raster, or points that all lie on it (a click off the image is
-    not a prompt SAM can use)."""
-    width, height = size
-    if prompt.points is not None:
-        x, y = prompt.points[:, 0], prompt.points[:, 1]
-        return bool(np.all((x >= 0) & (x <= width) & (y >= 0) & (y <= height)))
-    x1, y1, x2, y2 = prompt.box
-    return x1 < width and x2 > 0 and y1 < height and y2 > 0
-
-
-def _margin(bounds: Box, params: WindowParams) -> float:
-    """The context (raster pixels) a cached window must leave around a prompt to answer it."""
-    extent = max(bounds[2] - bounds[0], bounds[3] - bounds[1])
-    return params.margin * extent + params.min_margin_px
-
-
-def _window(bounds: Box, reader: WindowReader, model: SamModel, params: WindowParams) -> Window:
-    centre = ((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
-    return prompt_window(
-        bounds,
-        reader.size,
-        reader.pixel_size_m(*centre),
-        model.ground_resolution_m,
-        model.input_size,
-        params,
-    )
-
-
-def _encoder(
-    model: SamModel, reader: WindowReader, window: Window, result: SegmentResult
-) -> Callable[[], Embedding]:
-    def encode() -> Embedding:
-        result.encoded += 1
-        return model.encode(reader.read(window))
-
-    return encode
-
-
-def describe_counts(counts: Counter[str]) -> str:
-    """``"3 below --min-score, 1 empty mask"``: what was skipped, for messages."""
-    return ", ".join(f"{count} {reason}" for reason, count in counts.items() if count)

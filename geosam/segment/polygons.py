@@ -30,6 +30,7 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio import features
 
+from geosam.runtime.prompts import prompted_part_indexes
 from geosam.runtime.windows import GeoTransform
 from geosam.utils.errors import GeosamError
 
@@ -61,23 +62,18 @@ def prompted_parts(
     points: np.ndarray | None = None,
     box: shapely.Geometry | None = None,
 ) -> shapely.Geometry:
-    """The parts of a (multi)polygon that hold one of ``points`` (N, 2 map coordinates); when
-    none does (a box prompt, a click on a hole), the part with most area inside ``box``, or
-    without a box the largest part.
-
-    SAM's mask for one prompt often carries fragments elsewhere in its window: a field that
-    looks like the one prompted, speckle along a hedge. The parcel a user prompted is the part
-    under the click, or for a box the dominant part inside it.
-    """
+    """The part(s) of a (multi)polygon that a prompt meant, by the runtime's rule
+    (:func:`geosam.runtime.prompts.prompted_part_indexes`), from its positive clicks
+    ``points`` (N, 2 map coordinates) and its ``box`` polygon; shapely only measures which
+    part holds which click and how much of each lies inside the box."""
     parts = shapely.get_parts(geometry)
     if len(parts) <= 1:
         return geometry
-    if points is not None:
-        hit = [p for p in parts if shapely.contains_xy(p, points[:, 0], points[:, 1]).any()]
-        if hit:
-            return shapely.union_all(hit)
+    clicks = np.zeros((0, 2)) if points is None else np.asarray(points).reshape(-1, 2)
+    contains = shapely.contains_xy(parts[:, None], clicks[None, :, 0], clicks[None, :, 1])
     inside = shapely.area(parts if box is None else shapely.intersection(parts, box))
-    return parts[int(np.argmax(inside))]
+    chosen = parts[prompted_part_indexes(contains, inside)]
+    return shapely.union_all(chosen) if contains.any() else chosen[0]
 
 
 def polygonal(geometry: shapely.Geometry) -> shapely.Geometry | None:

@@ -1,4 +1,5 @@
-"""Reading prompt windows of a raster as the uint8 RGB images a model was trained on.
+"""Reading prompt windows of a raster as the uint8 RGB images a model was trained on: the
+CLI's :class:`~geosam.runtime.reader.RasterReader`, with rasterio.
 
 The raster is checked against the model's manifest once, up front (bands, dtype, stretch, by
 :mod:`geosam.runtime.bands`, which the QGIS plugin's reader shares), so a raster the model
@@ -29,7 +30,8 @@ from geosam.utils.errors import GeosamError
 
 
 class WindowReader:
-    """An open raster that returns :class:`Window` images; use as a context manager."""
+    """An open raster that returns :class:`Window` images (a
+    :class:`~geosam.runtime.reader.RasterReader`); use as a context manager."""
 
     def __init__(self, path: Path, manifest: Mapping[str, Any]) -> None:
         try:
@@ -53,6 +55,15 @@ class WindowReader:
     def size(self) -> tuple[int, int]:
         """(width, height) in pixels."""
         return self.source.width, self.source.height
+
+    @property
+    def description(self) -> str:
+        return f"raster {self.path}"
+
+    @property
+    def cache_id(self) -> str:
+        """The file: one reader reads one set of bands of it."""
+        return str(self.path.resolve())
 
     @property
     def geotransform(self) -> GeoTransform:

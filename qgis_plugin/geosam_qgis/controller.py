@@ -10,8 +10,8 @@ prompt: when the task ends its embedding is cached, and the current prompt (what
 become) is decoded. Model and raster are opened in a task too: a ViT-H encoder takes seconds
 to load, and a uint16 raster's stretch reads a sample of it.
 
-This module imports onnxruntime (through :mod:`segmenter`); the plugin imports it only after
-:func:`geosam_qgis.dependencies.missing_onnxruntime` said it is there.
+This module imports onnxruntime (through :mod:`.runtime.segmenter`); the plugin imports it
+only after :func:`geosam_qgis.dependencies.missing_onnxruntime` said it is there.
 """
 
 from __future__ import annotations
@@ -39,13 +39,14 @@ from qgis.PyQt.QtGui import QColor
 from .dock import HELP, SegmentDock, describe_manifest
 from .map_tool import PromptMapTool
 from .output_layer import add_parcel, new_output_layer, remove_features
-from .prompts import Parcel, Prompt
+from .polygonize import Parcel, half_pixel, prompt_parcel
 from .raster_reader import RasterWindows
 from .runtime.cache import EmbeddingCache
 from .runtime.errors import GeosamError
 from .runtime.model import Embedding, SamModel
+from .runtime.prompts import Prompt
+from .runtime.segmenter import CACHE_BYTES, PromptSegmenter
 from .runtime.windows import Window, map_to_pixel
-from .segmenter import CACHE_BYTES, Segmenter
 from .tasks import BackgroundTask
 
 OUTLINE_COLOUR = QColor(0, 229, 255)
@@ -78,7 +79,7 @@ class SegmentController(QObject):
         self.tool = tool
         self.cache = EmbeddingCache(CACHE_BYTES)
         self.model: SamModel | None = None
-        self.segmenter: Segmenter | None = None
+        self.segmenter: PromptSegmenter | None = None
         self.marks: list[Mark] = []
         self.parcel: Parcel | None = None
         self.history: list[tuple[str, list[int]]] = []
@@ -177,7 +178,7 @@ class SegmentController(QObject):
                 layer = new_output_layer(QgsProject.instance().crs())
                 self.dock.output_combo.setLayer(layer)
             ids = add_parcel(
-                layer, self.parcel.geometry, self.segmenter.raster.crs, self.parcel.score
+                layer, self.parcel.geometry, self.segmenter.reader.crs, self.parcel.score
             )
         except GeosamError as error:
             self.message(str(error))
@@ -234,7 +235,7 @@ class SegmentController(QObject):
 
         self.dock.status_label.setText("encoding the window around the prompt…")
         self._run(
-            f"geosam: encoding a window of {segmenter.raster.name}",
+            f"geosam: encoding a window of {segmenter.reader.name}",
             lambda progress: segmenter.encode(window),
             encoded,
         )
@@ -242,8 +243,9 @@ class SegmentController(QObject):
     def _decode(self, prompt: Prompt, window: Window, embedding: Embedding) -> None:
         assert self.segmenter is not None
         try:
-            parcel = self.segmenter.predict(
-                prompt, window, embedding, self.segmenter.half_pixel(window)
+            result = self.segmenter.predict(prompt, window, embedding)
+            parcel = prompt_parcel(
+                result, self.segmenter.reader.geotransform, half_pixel(result.geotransform)
             )
         except GeosamError as error:
             self.message(str(error))
@@ -282,7 +284,7 @@ class SegmentController(QObject):
 
         def opened(pair: tuple[SamModel, RasterWindows]) -> None:
             self.model = pair[0]
-            self.segmenter = Segmenter(pair[0], pair[1], self.cache)
+            self.segmenter = PromptSegmenter(pair[0], pair[1], self.cache)
             self.dock.model_label.setText(describe_manifest(pair[0].manifest))
             then()
 
@@ -314,14 +316,14 @@ class SegmentController(QObject):
     def _prompt(self) -> Prompt:
         """The marks as a Prompt in the segmenter's raster pixels."""
         assert self.segmenter is not None
-        gt = self.segmenter.raster.geotransform
+        geotransform = self.segmenter.reader.geotransform
         clicks = [mark for mark in self.marks if isinstance(mark, Click)]
         boxes = [mark for mark in self.marks if isinstance(mark, QgsRectangle)]
-        points = map_to_pixel(gt, np.array([(c.point.x(), c.point.y()) for c in clicks]))
+        points = map_to_pixel(geotransform, np.array([(c.point.x(), c.point.y()) for c in clicks]))
         box = None
         if boxes:
             corners = map_to_pixel(
-                gt,
+                geotransform,
                 np.array(
                     [
                         (boxes[-1].xMinimum(), boxes[-1].yMaximum()),
@@ -341,7 +343,7 @@ class SegmentController(QObject):
         self.parcel = parcel
         self.outline.reset(QgsWkbTypes.PolygonGeometry)
         if parcel is not None and self.segmenter is not None:
-            self.outline.setToGeometry(parcel.geometry, self.segmenter.raster.crs)
+            self.outline.setToGeometry(parcel.geometry, self.segmenter.reader.crs)
         self.previewChanged.emit()
 
     def _draw_marks(self) -> None:

@@ -1,20 +1,60 @@
-"""Masks to parcel geometries with GDAL/OGR.
+"""Masks to parcel geometries with GDAL/OGR: the plugin's output of the runtime's loops.
 
 The CLI does this with rasterio and shapely (geosam/segment/polygons.py), which QGIS's Python
-lacks. A mask is polygonized on the grid it was predicted on (the window's output transform),
-so outlines are exact pixel edges in the raster's CRS; holes are kept, since a parcel around a
+lacks; which part of a mask a prompt meant is the runtime's rule
+(:func:`.runtime.prompts.prompted_part_indexes`), QGIS geometry only measures its facts.
+A mask is polygonized on the grid it was predicted on (the window's output transform), so
+outlines are exact pixel edges in the raster's CRS; holes are kept, since a parcel around a
 farmstead is not the farmstead. Simplification is in map units of the raster's CRS and may
 make a ring self-touch, so its result is repaired and reduced to its polygonal part again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 from osgeo import gdal, ogr
 from qgis.core import QgsGeometry, QgsPointXY, QgsWkbTypes
 
 from .runtime.errors import GeosamError
+from .runtime.prompts import prompted_part_indexes
 from .runtime.windows import GeoTransform
+
+if TYPE_CHECKING:  # the runtime's segmenter loads onnxruntime
+    from .runtime.segmenter import PromptMask
+
+
+@dataclass(frozen=True)
+class Parcel:
+    """A segmented parcel: its outline in the raster's CRS and the decoder's IoU estimate."""
+
+    geometry: QgsGeometry
+    score: float
+
+
+def prompt_parcel(
+    result: PromptMask, raster_transform: GeoTransform, simplify: float = 0.0
+) -> Parcel | None:
+    """The parcel a prompt's mask outlines (the part the prompt meant) on a raster whose
+    geotransform is ``raster_transform``, simplified by ``simplify`` map units of its CRS;
+    None when nothing polygonal is left."""
+    geometry = mask_to_geometry(result.mask, result.geotransform, simplify)
+    if geometry is None:
+        return None
+    corners = result.prompt.map_box(raster_transform)
+    box = None
+    if corners is not None:
+        box = QgsGeometry.fromPolygonXY([[QgsPointXY(*xy) for xy in corners]])
+    clicks = result.prompt.map_clicks(raster_transform)
+    return Parcel(prompted_parts(geometry, clicks, box), result.score)
+
+
+def half_pixel(geotransform: GeoTransform) -> float:
+    """Half a pixel of the grid ``geotransform`` in map units: a simplification that removes
+    the staircase of pixel edges without moving an outline by more than half a pixel."""
+    return 0.5 * min(abs(geotransform[1]), abs(geotransform[5]))
 
 
 def mask_to_geometry(
@@ -65,19 +105,16 @@ def polygonal(geometry: QgsGeometry) -> QgsGeometry | None:
 def prompted_parts(
     geometry: QgsGeometry, points: np.ndarray, box: QgsGeometry | None = None
 ) -> QgsGeometry:
-    """The parts of a MultiPolygon that hold one of ``points`` (N, 2 map coordinates); when
-    none does (a box prompt, a click on a hole), the part with most area inside ``box``, or
-    without a box the largest part. The CLI's rule (geosam/segment/polygons.py): SAM's mask
-    for one prompt often carries fragments elsewhere in its window, and the parcel a user
-    prompted is the part under the click, or for a box the dominant part inside it."""
+    """The part(s) of a MultiPolygon that a prompt meant, by the runtime's rule, from its
+    positive clicks ``points`` (N, 2 map coordinates) and its ``box``, as one MultiPolygon."""
     parts = [QgsGeometry(part.clone()) for part in geometry.constParts()]
     if len(parts) <= 1:
         return geometry
     clicks = [QgsGeometry.fromPointXY(QgsPointXY(float(x), float(y))) for x, y in points]
-    hit = [part for part in parts if any(part.contains(click) for click in clicks)]
-    if not hit:
-        inside = [part.area() if box is None else part.intersection(box).area() for part in parts]
-        hit = [parts[int(np.argmax(inside))]]
-    union = QgsGeometry.unaryUnion(hit)
+    contains = np.array([[part.contains(click) for click in clicks] for part in parts], bool)
+    inside = [part.area() if box is None else part.intersection(box).area() for part in parts]
+    union = QgsGeometry.unaryUnion(
+        [parts[index] for index in prompted_part_indexes(contains, np.array(inside))]
+    )
     union.convertToMultiType()
     return union

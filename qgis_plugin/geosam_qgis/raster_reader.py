@@ -1,12 +1,14 @@
 """Prompt windows of a raster layer, read with GDAL as the uint8 RGB images the model saw.
 
-QGIS's Python has GDAL but not rasterio, so this is ``geosam segment``'s window reader
-(geosam/segment/reader.py) redone on ``osgeo.gdal``: the same checks of the raster against
-the model's manifest (bands, dtype, stretch: :mod:`.runtime.bands`, shared with it) made once
-when the raster is opened, percentile stretch from a decimated sample, and bilinear resampling
-of each window to its output size by GDAL's RasterIO, so the plugin feeds the model what the
-CLI feeds it. Every read opens its own dataset handle: GDAL handles are not thread-safe, and
-windows are read in a QgsTask while the map canvas keeps using the layer.
+The plugin's :class:`~.runtime.reader.RasterReader`. QGIS's Python has GDAL but not rasterio,
+so this is ``geosam segment``'s window reader (geosam/segment/reader.py) redone on
+``osgeo.gdal``: the same checks of the raster against the model's manifest (bands, dtype,
+stretch: :mod:`.runtime.bands`, shared with it) made once when the raster is opened, the
+runtime's percentile stretch (:mod:`.runtime.stretch`) from a decimated sample GDAL reads,
+and bilinear resampling of each window to its output size by GDAL's RasterIO, so the plugin
+feeds the model what the CLI feeds it. Every read opens its own dataset handle: GDAL handles
+are not thread-safe, and windows are read in a QgsTask while the map canvas keeps using the
+layer.
 
 Errors are :class:`GeosamError` naming the layer, since GDAL's Python bindings are used
 without exceptions (turning them on would change behaviour for every other plugin).
@@ -24,11 +26,8 @@ from qgis.core import QgsCoordinateReferenceSystem, QgsPointXY, QgsRasterLayer, 
 from .measure import ellipsoidal, length_m
 from .runtime.bands import model_bands, model_image, stretch_method
 from .runtime.errors import GeosamError
-from .runtime.stretch import PERCENTILES, Stretch
+from .runtime.stretch import Stretch, percentile_stretch, sample_shape
 from .runtime.windows import GeoTransform, Window, pixel_to_map
-
-# A decimated read of at most this many pixels per band gives stable percentiles.
-SAMPLE_PIXELS = 1024 * 1024
 
 
 class RasterWindows:
@@ -63,6 +62,15 @@ class RasterWindows:
         )
         self._distance = ellipsoidal(crs) if crs.isGeographic() else None
 
+    @property
+    def description(self) -> str:
+        return f"raster layer {self.name}"
+
+    @property
+    def cache_id(self) -> tuple[str, tuple[int, ...]]:
+        """The file and the bands read: embeddings depend on both."""
+        return self.source, tuple(self.bands)
+
     @classmethod
     def from_layer(cls, layer: QgsRasterLayer, manifest: Mapping[str, Any]) -> RasterWindows:
         """The file behind a raster layer; layers GDAL cannot open (WMS, XYZ) are refused."""
@@ -80,14 +88,15 @@ class RasterWindows:
         their prompt; grid metres in a projected CRS, as ``geosam tile`` measured the
         training resolution.
         """
-        gt = self.geotransform
+        geotransform = self.geotransform
         if self._distance is None:
             factor = QgsUnitTypes.fromUnitToUnitFactor(
                 self.crs.mapUnits(), QgsUnitTypes.DistanceMeters
             )
-            return abs(gt[1]) * factor, abs(gt[5]) * factor
+            return abs(geotransform[1]) * factor, abs(geotransform[5]) * factor
         corner, right, down = (
-            QgsPointXY(*pixel_to_map(gt, xy)) for xy in ((col, row), (col + 1, row), (col, row + 1))
+            QgsPointXY(*pixel_to_map(geotransform, xy))
+            for xy in ((col, row), (col + 1, row), (col, row + 1))
         )
         return (
             length_m(self._distance, self._distance.measureLine(corner, right)),
@@ -158,24 +167,18 @@ def raster_stretch(
     method = stretch_method(manifest, dtype, f"raster layer {name}")
     if method == "none" or dtype == "Byte":
         return Stretch()
-    width, height = dataset.RasterXSize, dataset.RasterYSize
-    scale = max(1.0, (width * height / SAMPLE_PIXELS) ** 0.5)
-    shape = {"buf_xsize": max(1, int(width / scale)), "buf_ysize": max(1, int(height / scale))}
-    low, high = [], []
+    height, width = sample_shape(dataset.RasterXSize, dataset.RasterYSize)
+    samples = []
     for number in bands:
         band = dataset.GetRasterBand(number)
-        values = band.ReadAsArray(**shape)
-        valid = band.GetMaskBand().ReadAsArray(**shape)
+        values = band.ReadAsArray(buf_xsize=width, buf_ysize=height)
+        valid = band.GetMaskBand().ReadAsArray(buf_xsize=width, buf_ysize=height)
         if values is None or valid is None:
             raise GeosamError(
                 f"cannot read pixels of raster layer {name}: {gdal.GetLastErrorMsg()}"
             )
-        sample = values[valid > 0].astype(np.float64)
-        sample = sample[np.isfinite(sample)]
-        lo, hi = np.percentile(sample, PERCENTILES) if sample.size else (0.0, 255.0)
-        low.append(float(lo))
-        high.append(float(hi if hi > lo else lo + 1.0))
-    return Stretch(method="percentile", low=tuple(low), high=tuple(high))
+        samples.append(values[valid > 0])
+    return percentile_stretch(samples)
 
 
 def _region(window: Window) -> tuple[tuple[int, int, int, int], dict[str, int]]:

@@ -276,8 +276,8 @@ def test_geographic_raster_windows_in_metres(
     )
     click(controller, 200.5, 200.5)
     wait_for_preview(controller)
-    raster = controller.segmenter.raster
-    (window,) = [key[1] for key in controller.cache.entries if key[0][0] == raster.source]
+    raster = controller.segmenter.reader
+    (window,) = [key[1] for key in controller.cache.entries if key[0][0] == raster.cache_id]
     col_off, row_off, width, height, out_h, out_w = window
     size_x, size_y = raster.pixel_size_m(col_off + width / 2, row_off + height / 2)
     assert (out_h, out_w) == (256, 256)

@@ -20,7 +20,8 @@ from pyproj import CRS, Geod
 from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from geosam.data.tiling.stretch import Stretch, compute_stretch
+from geosam.data.tiling.stretch import compute_stretch
+from geosam.runtime.stretch import Stretch
 from geosam.utils.errors import GeosamError
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg")

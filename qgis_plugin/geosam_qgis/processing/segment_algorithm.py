@@ -4,8 +4,9 @@ A standard QgsProcessingAlgorithm, so it runs from the toolbox, in batch mode, i
 graphical modeler and from ``processing.run("geosam:segment_parcels", ...)``. Prompts work as
 in the CLI: a point (or the points of a MultiPoint) is a click inside a parcel, a polygon a
 box of its bounds; with a label field, features whose value is 0 are negative points, added
-to every prompt whose window holds them. Prompts are visited in rows across the raster so
-that consecutive prompts share windows and the encoder runs once per window.
+to every prompt whose window holds them. The loop over prompts is the runtime's
+(:func:`..runtime.segmenter.segment_prompts`, the CLI's too); this module reads the prompt
+features and writes the parcels.
 
 Output: one polygon per prompt that gave one, in the raster's CRS (Processing reprojects it
 to wherever the user saves it), with the prompt's attributes, ``score`` and ``area_m2``;
@@ -53,10 +54,11 @@ from qgis.PyQt.QtGui import QIcon
 from ..dependencies import require_onnxruntime
 from ..measure import area_m2, ellipsoidal
 from ..output_layer import OUTPUT_FIELDS
-from ..prompts import Prompt
 from ..raster_reader import RasterWindows
 from ..runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams
 from ..runtime.errors import GeosamError
+from ..runtime.prompts import Prompt
+from ..runtime.reasons import EMPTY
 from ..runtime.windows import GeoTransform, map_to_pixel
 
 if TYPE_CHECKING:  # loads onnxruntime, which the provider must not need
@@ -286,59 +288,45 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
     ) -> tuple[QgsFields, list[Record]]:
         """One parcel per positive prompt: the fields and (geometry, attributes) in prompt
         order, attributes being the prompt's and the score (area_m2 is added by the caller)."""
-        from ..segmenter import Segmenter
+        from ..polygonize import prompt_parcel
+        from ..runtime.segmenter import PromptSegmenter, Skip, segment_prompts
 
         label_field = self.parameterAsString(parameters, self.LABEL_FIELD, context) or None
         min_score = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
         simplify = self.parameterAsDouble(parameters, self.SIMPLIFY, context)
-        segmenter = Segmenter(model, raster)
+        segmenter = PromptSegmenter(model, raster)
         transform = QgsCoordinateTransform(
             source.sourceCrs(), raster.crs, context.transformContext()
         )
         features, prompts, negatives = read_prompts(
             source, label_field, transform, raster.geotransform
         )
-        width, height = raster.size
-        negatives = negatives[
-            (negatives[:, 0] >= 0)
-            & (negatives[:, 0] <= width)
-            & (negatives[:, 1] >= 0)
-            & (negatives[:, 1] <= height)
-        ]
         skipped: Counter[str] = Counter()
         results = []
-        order = spatial_order(prompts, model.input_size)
-        for done, index in enumerate(order):
-            if feedback.isCanceled():
-                break
-            feedback.setProgress(100.0 * done / len(order))
-            prompt = prompts[index]
-            try:
-                segmenter.check_inside(prompt)
-            except GeosamError:
-                skipped["outside the raster"] += 1
+        for item in segment_prompts(
+            segmenter,
+            prompts,
+            negatives,
+            min_score,
+            skipped,
+            lambda done, total: feedback.setProgress(100.0 * done / total),
+            feedback.isCanceled,
+        ):
+            if isinstance(item, Skip):
+                if item.detail:
+                    feedback.pushInfo(
+                        f"prompt {features[item.prompt.index].id()} skipped: {item.detail}"
+                    )
                 continue
-            try:
-                parcel = segmenter.segment(prompt.with_negatives(negatives), simplify)
-            except GeosamError as error:
-                feedback.pushInfo(f"prompt {features[index].id()} skipped: {error}")
-                skipped["too large for the model"] += 1
-                continue
+            parcel = prompt_parcel(item, raster.geotransform, simplify)
             if parcel is None:
-                skipped["empty mask"] += 1
-            elif parcel.score < min_score:
-                skipped["below the minimum score"] += 1
+                skipped[EMPTY] += 1
             else:
-                results.append((index, parcel))
-        if skipped["outside the raster"] == len(prompts):
-            raise GeosamError(
-                f"all {len(prompts)} prompts lie outside raster layer {raster.name}: check "
-                "that they cover the same area"
-            )
+                results.append((item.prompt.index, parcel))
         report(feedback, "prompts skipped", skipped)
         feedback.pushInfo(
             f"{len(results)} parcels from {len(prompts)} prompts; "
-            f"{segmenter.cache.misses} windows encoded"
+            f"{segmenter.encoded} windows encoded"
         )
         records = [
             (parcel.geometry, [*features[index].attributes(), parcel.score])
@@ -357,7 +345,6 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
         """Automatic mode: every parcel, with score and stability."""
         from ..auto_mode import segment_all
 
-        min_score = self.parameterAsDouble(parameters, self.MIN_SCORE, context)
         parcels, dropped = segment_all(
             model,
             raster,
@@ -368,17 +355,16 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
             ),
             self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            self.parameterAsDouble(parameters, self.MIN_SCORE, context),
             self.parameterAsDouble(parameters, self.SIMPLIFY, context),
             feedback,
         )
-        kept = [parcel for parcel in parcels if parcel.score >= min_score]
-        dropped["below the minimum score"] += len(parcels) - len(kept)
         report(feedback, "masks dropped", dropped)
-        feedback.pushInfo(f"{len(kept)} parcels found")
+        feedback.pushInfo(f"{len(parcels)} parcels found")
         fields = QgsFields()
         for name in AUTO_FIELDS:
             fields.append(QgsField(name, QVariant.Double))
-        return fields, [(p.geometry, [p.score, p.stability]) for p in kept]
+        return fields, [(p.geometry, [p.score, p.stability]) for p in parcels]
 
 
 def report(feedback: QgsProcessingFeedback, what: str, counts: Counter[str]) -> None:
@@ -422,12 +408,13 @@ def read_prompts(
                 )
             negatives.append(pixels)
             continue
+        index = len(features)
         features.append(feature)
         if is_point:
-            prompts.append(Prompt(pixels, np.ones(len(pixels))))
+            prompts.append(Prompt(pixels, np.ones(len(pixels)), index=index))
         else:
             (x1, y1), (x2, y2) = pixels.min(axis=0), pixels.max(axis=0)
-            prompts.append(Prompt(box=(x1, y1, x2, y2)))
+            prompts.append(Prompt(box=(x1, y1, x2, y2), index=index))
     if not prompts:
         raise GeosamError(f"prompts {name} hold no positive prompt")
     return features, prompts, np.concatenate(negatives) if negatives else np.zeros((0, 2))
@@ -444,14 +431,3 @@ def output_fields(prompt_fields: QgsFields) -> QgsFields:
     for name in OUTPUT_FIELDS:
         fields.append(QgsField(name, QVariant.Double))
     return fields
-
-
-def spatial_order(prompts: list[Prompt], input_size: int) -> list[int]:
-    """Prompt indexes in rows about one window high, west to east in each, so consecutive
-    prompts share windows and the embedding cache holds the few a row needs."""
-
-    def key(index: int) -> tuple[int, float]:
-        x1, y1, x2, y2 = prompts[index].bounds
-        return int((y1 + y2) / 2 // input_size), (x1 + x2) / 2
-
-    return sorted(range(len(prompts)), key=key)
