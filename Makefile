@@ -63,7 +63,12 @@ $(QGIS_FIXTURES)/model/manifest.json: configs/tiny.yaml $(wildcard geosam/export
 $(QGIS_FIXTURES)/scene/scene.tif: | install
 	$(BIN)/geosam synth -o $(QGIS_FIXTURES)/scene --size 512 --seed 0
 
-qgis-tests: $(QGIS_VENV)/.deps-installed $(QGIS_FIXTURES)/model/manifest.json $(QGIS_FIXTURES)/scene/scene.tif
+# The CLI's masks on the scene (rasterio reader), which the plugin's parity test compares its
+# own (GDAL reader) with: QGIS's Python has no rasterio.
+$(QGIS_FIXTURES)/parity.npz: scripts/parity_fixture.py $(QGIS_FIXTURES)/model/manifest.json $(QGIS_FIXTURES)/scene/scene.tif $(wildcard geosam/runtime/*.py) geosam/segment/reader.py | install
+	$(BIN)/python scripts/parity_fixture.py $(QGIS_FIXTURES)
+
+qgis-tests: $(QGIS_VENV)/.deps-installed $(QGIS_FIXTURES)/model/manifest.json $(QGIS_FIXTURES)/scene/scene.tif $(QGIS_FIXTURES)/parity.npz
 	$(QGIS_PYTHON) scripts/build_plugin.py
 	mkdir -p build/qgis-pytest
 	QT_QPA_PLATFORM=offscreen $(QGIS_VENV)/bin/python -m pytest -q --rootdir build/qgis-pytest \

@@ -1,9 +1,10 @@
 """Fixtures of the plugin tests, which run in QGIS's own Python (``make test-qgis``).
 
 The plugin is imported from what scripts/build_plugin.py staged under build/qgis_plugin
-(the source folder lacks the runtime it bundles), the tiny model and the synthetic scene from
-build/qgis-fixtures, made beforehand by the main venv's ``geosam export-onnx`` and
-``geosam synth`` (QGIS's Python has no torch). Both places can be moved with
+(the source folder lacks the runtime it bundles), the tiny model, the synthetic scene and the
+CLI's masks on it from build/qgis-fixtures, made beforehand by the main venv's ``geosam
+export-onnx``, ``geosam synth`` and scripts/parity_fixture.py (QGIS's Python has neither torch
+nor rasterio). Both places can be moved with
 GEOSAM_QGIS_PLUGIN_DIR and GEOSAM_QGIS_FIXTURES.
 """
 
@@ -58,6 +59,12 @@ def scene() -> Path:
     """512 x 512 px RGB uint8 farmland at 1 m in EPSG:32633."""
     _fixture(PLUGIN_DIR / "geosam_qgis" / "runtime")
     return _fixture(FIXTURES / "scene" / "scene.tif")
+
+
+@pytest.fixture(scope="session")
+def parity() -> Path:
+    """The CLI's prompts and masks on the scene (scripts/parity_fixture.py)."""
+    return _fixture(FIXTURES / "parity.npz")
 
 
 @pytest.fixture(scope="session")
