@@ -67,8 +67,8 @@ class AutoParams:
     """Automatic mode's settings; the defaults are SAM's own where SAM has one.
 
     ``points_per_side``: the n x n point grid per window. SAM uses 32 on photos; parcels are
-    large objects, and on a CPU each point costs one decoder call (ViT-B on 2 cores: 0.06 s,
-    so 16 x 16 points take 1.6 times the window's encoder pass), so 16.
+    large objects, and on a CPU each point costs one decoder call, so 16 x 16 points already
+    cost about as much as the window's encoder pass (docs/design-notes.md, "Automatic mode").
     ``pred_iou_thresh`` and ``stability_thresh`` (with ``stability_offset``, in logits) are
     SAM's filters.
     ``overlap`` is the fraction of the window side shared by neighbours: any parcel smaller

@@ -3,9 +3,8 @@
 A mask decoder whose image features are coarse (16 px tokens for the tiny model) places a
 field's edges a little differently on each mirror image of a chip; averaging the logits of the
 four flips (none, left-right, up-down, both) before thresholding cancels part of that error.
-It costs four encoder and four decoder runs per prompt. Measured on held-out NAIP fields with
-the tiny stand-in and a tuned decoder: box mIoU 0.791 → 0.806 (0.773 → 0.792 from a stand-in
-pretrained without colour jitter; docs/benchmarks.md).
+It costs four encoder and four decoder runs per prompt; what it gains on held-out fields is
+measured in docs/design-notes.md ("Test-time flips") and docs/benchmarks.md.
 
 Coordinates follow SAM's convention, pixel indices (a point on pixel column ``x`` is ``x``),
 so mirroring an image ``W`` pixels wide sends ``x`` to ``W - 1 - x``; in a frame resized by

@@ -1,7 +1,7 @@
 """Slow steps (loading a model, encoding a window) in QGIS's task manager, off the main thread.
 
-An encoder run takes seconds on a CPU (ViT-B: ~8 s per window on 2 cores); on the main
-thread it would freeze the map. A :class:`BackgroundTask` shows in QGIS's task bar with its
+An encoder run takes seconds on a CPU (docs/design-notes.md); on the main thread it would
+freeze the map. A :class:`BackgroundTask` shows in QGIS's task bar with its
 progress, can be cancelled there, and hands its result back on the main thread through
 QgsTask.finished, where the caller may touch widgets, layers and the embedding cache.
 
