@@ -180,8 +180,7 @@ def segment_prompts(
     """
     skipped = Counter() if skipped is None else skipped
     reader, model = segmenter.reader, segmenter.model
-    outside = [not inside(prompt, reader.size) for prompt in prompts]
-    if all(outside):
+    if not any(inside(prompt, reader.size) for prompt in prompts):
         raise GeosamError(
             f"all {len(prompts)} {what} lie outside {reader.description}: "
             "check that they cover the same area"
