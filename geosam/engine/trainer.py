@@ -17,6 +17,13 @@ The run directory (OUTPUT_DIR)::
 
 Only rank 0 writes files; every process evaluates its shard of the validation data.
 
+``do_train`` only wires named steps, as detectron2's ``build_hooks`` and ignite's
+``setup_common_training_handlers`` do: the best model (:func:`attach_best_model`), early
+stopping, what a checkpoint holds (:func:`resumable_state`), resuming (:func:`restore`), logging,
+validation (:class:`Validation`), the steps around each epoch in their order
+(:func:`attach_epoch_steps`), the run itself (:func:`run_training`) and the final files
+(:func:`write_final`).
+
 Kill-safety: ignite's DiskSaver writes each checkpoint to a temporary file and renames it, so a
 ``checkpoint_*.pt`` is never partial. But its Checkpoint deletes the oldest kept file *before*
 writing the new one, so with one file kept a kill between the two would leave none: two are
@@ -339,8 +346,8 @@ def attach_best_model(
 ) -> Checkpoint:
     """Write ``path`` (model_best.pth) whenever a validation's mIoU beats every earlier one.
 
-    ignite's best-score Checkpoint decides; it goes into the resumable checkpoint, so a resumed
-    run still compares with the best score from before the interruption.
+    ignite's best-score Checkpoint decides; its state (the best score) goes into the resumable
+    checkpoint, so a resumed run still compares with the best from before the interruption.
     """
     best_model = Checkpoint(
         {"model": TrainedParameters(model)},
@@ -601,7 +608,8 @@ def do_train(
     ``resume`` continues from the newest checkpoint in ``output_dir``; without it, a directory
     holding checkpoints is refused. ``checkpoint_extra``: more stateful objects saved in and
     restored from the checkpoints under their keys. ``progress``: a progress bar on rank 0.
-    Returns metrics.json's content; raises GeosamError if values become NaN.
+    Returns metrics.json's content. A NaN or infinite loss raises GeosamError naming the last
+    good checkpoint (:func:`run_training`).
     """
     output_dir = Path(output_dir)
     device = resolve_device(cfg)
