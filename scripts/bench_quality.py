@@ -52,12 +52,13 @@ import geopandas as gpd
 from geosam.data.synthetic import make_scene
 from geosam.data.tiling import TileParams, load_manifest, tile_dataset
 from geosam.demo import box_fill_polygon_iou, polygon_iou, render_result, write_point_prompts
+from geosam.engine.eval_report import BASE, BOX_FILL, TUNED
+from geosam.engine.metrics import METRIC_NAMES
+from geosam.modeling.prompted import PROMPT_KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TILE_SIZE, OVERLAP = 256, 32
-KINDS = ("box", "point", "points")
-METRICS = ("mIoU", "dice", "boundary_iou", "f1_50")
 METRIC_TITLES = {"mIoU": "mIoU", "dice": "Dice", "boundary_iou": "boundary IoU", "f1_50": "F1@0.5"}
 FULL_TRAINABLE = "[image_encoder,prompt_encoder,mask_decoder]"
 # Decoder fine-tuning losses: configs/tiny.yaml's own (SAM's 20:1 focal + Dice), or the BCE +
@@ -262,12 +263,14 @@ def collect(evals: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, f
     """model → prompt kind → metric, from the runs' evaluations: box-fill and the stand-in
     (the runs' common base, taken from the first) plus each run's tuned model."""
     first = next(iter(evals.values()))["models"]
-    columns = {"box_fill": first["box_fill"], "stand-in": first["base"]}
-    columns.update({name: doc["models"]["tuned"] for name, doc in evals.items()})
+    columns = {BOX_FILL: first[BOX_FILL], "stand-in": first[BASE]}
+    columns.update({name: doc["models"][TUNED] for name, doc in evals.items()})
     return {
         name: {
-            kind: {m: model["per_kind"][kind][m] for m in METRICS if m in model["per_kind"][kind]}
-            for kind in KINDS
+            kind: {
+                m: model["per_kind"][kind][m] for m in METRIC_NAMES if m in model["per_kind"][kind]
+            }
+            for kind in PROMPT_KINDS
             if kind in model["per_kind"]
         }
         for name, model in columns.items()
@@ -279,8 +282,8 @@ def table(results: dict[str, dict[str, dict[str, float]]], tuned: Sequence[str])
     names = list(results)
     head = ["prompt", "metric", *names, *(f"{t} − stand-in" for t in tuned)]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
-    for kind in KINDS:
-        for metric in METRICS:
+    for kind in PROMPT_KINDS:
+        for metric in METRIC_NAMES:
             values = [results[n].get(kind, {}).get(metric) for n in names]
             if all(v is None for v in values):
                 continue

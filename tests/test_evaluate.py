@@ -22,13 +22,8 @@ from geosam.cli import cli
 from geosam.config import load_config
 from geosam.data.synthetic import make_scene
 from geosam.data.tiling import TileParams, tile_dataset
-from geosam.engine.evaluate import (
-    Example,
-    box_fill_masks,
-    evaluate_box_fill,
-    metrics_table,
-    select_examples,
-)
+from geosam.engine.eval_report import Example, metrics_table, select_examples
+from geosam.engine.evaluate import box_fill_masks, evaluate_box_fill
 from geosam.engine.launch import launch_training
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")

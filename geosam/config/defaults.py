@@ -155,7 +155,7 @@ _C.LOSS.FOCAL_GAMMA = 2.0
 _C.CACHE = CN()
 # Train from cached embeddings when the image encoder is frozen ("image_encoder" not in
 # MODEL.TRAINABLE and MODEL.ENCODER_TRAINABLE_BLOCKS 0): on CPU the ViT-B encoder costs
-# 10-20 s per chip, a decoder step on a cached embedding about 2 s.
+# several decoder steps per chip (docs/design-notes.md).
 _C.CACHE.EMBEDDINGS = True
 # Where the cache lives; empty = beside the training dataset.
 _C.CACHE.DIR = ""

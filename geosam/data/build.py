@@ -105,7 +105,8 @@ def prepare_embedding_cache(
         )
 
     device = next(model.parameters()).device
-    # batches help a GPU; on a CPU they only add memory traffic (measured 2x slower per chip)
+    # batches help a GPU; on a CPU they only add memory traffic, and were slower per chip
+    # (docs/benchmarks.md, decoder fine-tuning)
     batch_size = 8 if device.type == "cuda" else 1
     fill_cache(
         model, cache, mine, load_input, device, batch_size, progress and idist.get_rank() == 0

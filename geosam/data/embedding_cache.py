@@ -1,9 +1,9 @@
 """Image embeddings of a frozen encoder, computed once per chip and variant, kept on disk.
 
-With the image encoder frozen, its output for a chip never changes, and on a CPU it costs
-10-20 s per ViT-B chip against ~2 s for a whole decoder step. So each (chip, dihedral variant)
-is encoded once, stored as fp16 beside the dataset, and training reads embeddings instead of
-images.
+With the image encoder frozen, its output for a chip never changes, and on a CPU one ViT-B
+chip costs as much as several whole decoder steps (docs/design-notes.md). So each (chip,
+dihedral variant) is encoded once, stored as fp16 beside the dataset, and training reads
+embeddings instead of images.
 
 A cache lives in a folder named by the hash of its *key*: the model type, a hash of the image
 encoder's weights, the preprocessing (input size, pixel mean/std) and a hash of the tile

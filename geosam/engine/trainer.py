@@ -17,6 +17,13 @@ The run directory (OUTPUT_DIR)::
 
 Only rank 0 writes files; every process evaluates its shard of the validation data.
 
+``do_train`` only wires named steps, as detectron2's ``build_hooks`` and ignite's
+``setup_common_training_handlers`` do: the best model (:func:`attach_best_model`), early
+stopping, what a checkpoint holds (:func:`resumable_state`), resuming (:func:`restore`), logging,
+validation (:class:`Validation`), the steps around each epoch in their order
+(:func:`attach_epoch_steps`), the run itself (:func:`run_training`) and the final files
+(:func:`write_final`).
+
 Kill-safety: ignite's DiskSaver writes each checkpoint to a temporary file and renames it, so a
 ``checkpoint_*.pt`` is never partial. But its Checkpoint deletes the oldest kept file *before*
 writing the new one, so with one file kept a kill between the two would leave none: two are
@@ -41,6 +48,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +108,11 @@ class NonFiniteError(ArithmeticError):
         self.iteration = iteration
 
 
+# ---------------------------------------------------------------------------------------------
+# The training step
+# ---------------------------------------------------------------------------------------------
+
+
 def create_trainer(
     cfg: CfgNode,
     net: nn.Module,
@@ -113,13 +126,10 @@ def create_trainer(
     DistributedDataParallel) on one batch. No handlers: :func:`do_train` adds them.
 
     The step: decode every prompt under autocast (:func:`~geosam.engine.inference.amp_dtype`),
-    sum the loss over all prompts and kinds, normalise it by the number of prompts over all
-    processes divided by the world size (one all-reduce, which also carries whether any process
-    saw a non-finite loss, so that all processes stop together), backpropagate (through
-    ``scaler`` for fp16), clip the gradient norm to SOLVER.CLIP_GRAD_NORM, step the optimizer
-    and then the LR scheduler. Non-finite loss, or non-finite gradients without a loss scaler
-    (with one they are the scaler's business), raise :class:`NonFiniteError` before the
-    parameters change.
+    take the loss over all prompts (:func:`_mean_losses`), then backpropagate and step the
+    optimizer and the LR scheduler (:func:`_optimize`). A non-finite loss, or non-finite
+    gradients without a loss scaler (with one they are the scaler's business), raise
+    :class:`NonFiniteError` before the parameters change.
 
     The output is a dict of floats: ``loss``, its terms ``loss_focal``, ``loss_dice``,
     ``loss_iou`` (unweighted), and ``grad_norm`` (before clipping).
@@ -138,34 +148,11 @@ def create_trainer(
                 f"training batch of tiles {batch['tile_ids']} holds no prompts; the training "
                 "loader must yield chips with at least one instance"
             )
-        sums = _summed_losses(loss_fn, decoded)
-        count = sum(len(item) for item in decoded)
-        stats = torch.tensor(
-            [count, float(not torch.isfinite(sums["loss"]))], dtype=torch.float64, device=device
+        iteration = engine.state.iteration
+        terms = _mean_losses(loss_fn, decoded, iteration, device)
+        grad_norm = _optimize(
+            terms["loss"], optimizer, scheduler, scaler, params, max_norm, iteration
         )
-        stats = idist.all_reduce(stats)
-        if stats[1] > 0:
-            local = sums["loss"].item()
-            value = math.nan if math.isfinite(local) else local
-            raise NonFiniteError(engine.state.iteration, "loss", value)
-        num_masks = stats[0].item() / idist.get_world_size()
-        terms = {name: value / num_masks for name, value in sums.items()}
-
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            terms["loss"].backward()
-        else:
-            scaler.scale(terms["loss"]).backward()
-            scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if scaler is None:
-            if not torch.isfinite(grad_norm):
-                raise NonFiniteError(engine.state.iteration, "gradients", grad_norm.item())
-            optimizer.step()
-        else:
-            scaler.step(optimizer)
-            scaler.update()
-        scheduler.step()
         return {name: value.item() for name, value in terms.items()} | {
             "grad_norm": grad_norm.item()
         }
@@ -181,6 +168,61 @@ def _summed_losses(loss_fn: SamLoss, decoded: list[DecodedPrompts]) -> dict[str,
         for name, value in terms.items():
             sums[name] = sums[name] + value if name in sums else value
     return sums
+
+
+def _mean_losses(
+    loss_fn: SamLoss, decoded: list[DecodedPrompts], iteration: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The loss and its terms summed over all prompts and kinds, normalised by the number of
+    prompts over all processes divided by the world size, as SAM normalises by the number of
+    masks. The count travels in one all-reduce that also carries whether any process saw a
+    non-finite loss, so that all processes raise :class:`NonFiniteError` together."""
+    sums = _summed_losses(loss_fn, decoded)
+    count = sum(len(item) for item in decoded)
+    stats = torch.tensor(
+        [count, float(not torch.isfinite(sums["loss"]))], dtype=torch.float64, device=device
+    )
+    stats = idist.all_reduce(stats)
+    if stats[1] > 0:
+        local = sums["loss"].item()
+        raise NonFiniteError(iteration, "loss", math.nan if math.isfinite(local) else local)
+    num_masks = stats[0].item() / idist.get_world_size()
+    return {name: value / num_masks for name, value in sums.items()}
+
+
+def _optimize(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    scaler: torch.amp.GradScaler | None,
+    params: list[torch.Tensor],
+    max_norm: float,
+    iteration: int,
+) -> torch.Tensor:
+    """Backpropagate ``loss`` (through ``scaler`` for fp16), clip the gradient norm to
+    ``max_norm``, step the optimizer and then the per-iteration LR scheduler; the gradient norm
+    before clipping. Without a scaler, non-finite gradients raise before the optimizer steps."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    if scaler is None:
+        if not torch.isfinite(grad_norm):
+            raise NonFiniteError(iteration, "gradients", grad_norm.item())
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+    scheduler.step()
+    return grad_norm
+
+
+# ---------------------------------------------------------------------------------------------
+# What a checkpoint holds
+# ---------------------------------------------------------------------------------------------
 
 
 class TrainedParameters:
@@ -241,6 +283,46 @@ class MetricsHistory:
         return document
 
 
+def resumable_state(
+    model: Sam,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
+    trainer: Engine,
+    best_model: Checkpoint,
+    history: MetricsHistory,
+    stopper: EarlyStopping | None,
+    scaler: torch.amp.GradScaler | None,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Everything a resumed run needs to go on as if never interrupted, by checkpoint key: the
+    trained parameters, optimizer, LR scheduler, trainer position, best score so far, evaluation
+    history, early-stopping count and AMP loss scaler (the last two where used), and the
+    caller's ``extra`` stateful objects (e.g. a sampler), which may not take the trainer's keys.
+    """
+    state: dict[str, Any] = {
+        "model": TrainedParameters(model),
+        "optimizer": optimizer,
+        "lr_scheduler": scheduler,
+        "trainer": trainer,
+        "best_model": best_model,
+        "history": history,
+    }
+    if stopper is not None:
+        state["early_stopping"] = stopper
+    if scaler is not None:
+        state["grad_scaler"] = scaler
+    for key, value in (extra or {}).items():
+        if key in state:
+            raise ValueError(f"checkpoint_extra key {key!r} is reserved by the trainer")
+        state[key] = value
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps do_train wires
+# ---------------------------------------------------------------------------------------------
+
+
 class _TrainedWeightsSaver(BaseSaveHandler):
     """Writes ``model_best.pth`` when ignite's best-score Checkpoint decides to save.
 
@@ -259,6 +341,250 @@ class _TrainedWeightsSaver(BaseSaveHandler):
         """Nothing to remove: the next best overwrites the same file."""
 
 
+def attach_best_model(
+    evaluator: Engine, model: Sam, cfg: CfgNode, path: Path, base_sha256: str | None
+) -> Checkpoint:
+    """Write ``path`` (model_best.pth) whenever a validation's mIoU beats every earlier one.
+
+    ignite's best-score Checkpoint decides; its state (the best score) goes into the resumable
+    checkpoint, so a resumed run still compares with the best from before the interruption.
+    """
+    best_model = Checkpoint(
+        {"model": TrainedParameters(model)},
+        _TrainedWeightsSaver(model, cfg, path, base_sha256),
+        filename_prefix="best",
+        score_function=Checkpoint.get_default_score_fn("mIoU"),
+        score_name="val_mIoU",
+        n_saved=1,
+    )
+    evaluator.add_event_handler(Events.COMPLETED, best_model)
+    return best_model
+
+
+def attach_early_stopping(cfg: CfgNode, evaluator: Engine, trainer: Engine) -> EarlyStopping | None:
+    """Stop ``trainer`` after SOLVER.EARLY_STOPPING_PATIENCE validations without a better mIoU
+    (None when the patience is 0: no early stopping)."""
+    if cfg.SOLVER.EARLY_STOPPING_PATIENCE <= 0:
+        return None
+    score = Checkpoint.get_default_score_fn("mIoU")
+    stopper = EarlyStopping(cfg.SOLVER.EARLY_STOPPING_PATIENCE, score, trainer)
+    evaluator.add_event_handler(Events.COMPLETED, stopper)
+    return stopper
+
+
+def restore(
+    last_checkpoint: Checkpoint, to_load: Mapping[str, Any], output_dir: Path, resume: bool
+) -> None:
+    """With ``resume``, load the newest readable checkpoint of ``output_dir``; without it,
+    refuse a folder that holds checkpoints, so an earlier run is neither mixed into this one
+    nor deleted by its checkpointing."""
+    checkpoint_dir = output_dir / CHECKPOINT_DIR
+    if resume:
+        resumed_from = _resume(last_checkpoint, to_load, checkpoint_dir)
+        state = to_load["trainer"].state
+        logger.info(
+            "resumed from %s (epoch %d, iteration %d)", resumed_from, state.epoch, state.iteration
+        )
+    elif _checkpoint_files(checkpoint_dir):
+        raise GeosamError(
+            f"{output_dir} holds checkpoints of an earlier run: resume it or use another OUTPUT_DIR"
+        )
+
+
+def attach_logging(
+    trainer: Engine,
+    optimizer: torch.optim.Optimizer,
+    output_dir: Path,
+    resume: bool,
+    progress: bool,
+) -> TensorboardLogger | None:
+    """The running-average loss, then on rank 0 a progress bar showing it (with ``progress``)
+    and TensorBoard logging of every iteration's loss terms, gradient norm and learning rate.
+
+    The running average is attached on every process: ignite reduces it over processes at each
+    iteration, and every process must join. A resumed run's TensorBoard log drops the events a
+    killed run logged after the checkpoint it resumes from. Returns rank 0's TensorBoard logger
+    (None elsewhere), which the caller closes.
+    """
+    RunningAverage(output_transform=lambda output: output["loss"]).attach(trainer, "loss")
+    if idist.get_rank() != 0:
+        return None
+    if progress:
+        ProgressBar(persist=True).attach(trainer, metric_names=["loss"])
+    purge_step = trainer.state.iteration + 1 if resume else None
+    tb_logger = TensorboardLogger(log_dir=output_dir / TENSORBOARD_DIR, purge_step=purge_step)
+    tb_logger.attach_output_handler(
+        trainer,
+        event_name=Events.ITERATION_COMPLETED,
+        tag="train",
+        output_transform=lambda output: output,
+    )
+    tb_logger.attach_opt_params_handler(
+        trainer, event_name=Events.ITERATION_STARTED, optimizer=optimizer, param_name="lr"
+    )
+    return tb_logger
+
+
+class Validation:
+    """The validation step, a trainer handler: score the model on the validation loader, add
+    the result to the run's history (so the next checkpoint and metrics.json hold it), log it,
+    and on rank 0 write metrics.json and the TensorBoard scalars.
+
+    Every process evaluates its shard of the validation data; the evaluator's handlers (best
+    model, early stopping) run as it completes.
+    """
+
+    def __init__(
+        self,
+        evaluator: Engine,
+        loader: DataLoader,
+        history: MetricsHistory,
+        output_dir: Path,
+        tb_logger: TensorboardLogger | None,
+    ) -> None:
+        self.evaluator, self.loader, self.history = evaluator, loader, history
+        self.output_dir, self.tb_logger = output_dir, tb_logger
+
+    def attach(self, trainer: Engine, eval_period: int, before_training: bool) -> None:
+        """Validate every ``eval_period`` epochs (never, if 0) and, ``before_training``, first
+        of all: the untrained model is the bar fine-tuning has to clear, and model_best.pth
+        stays the base decoder if no epoch beats it."""
+        if before_training:
+            trainer.add_event_handler(Events.STARTED, self)
+        if eval_period:
+            trainer.add_event_handler(Events.EPOCH_COMPLETED(every=eval_period), self)
+
+    def __call__(self, trainer: Engine) -> None:
+        metrics = run_evaluation(self.evaluator, self.loader)
+        epoch, iteration = trainer.state.epoch, trainer.state.iteration
+        self.history.evaluations.append({"epoch": epoch, "iteration": iteration, **metrics})
+        self.history.stopped_early = self.history.stopped_early or trainer.should_terminate
+        logger.info(
+            "epoch %d: val mIoU %.4f, Dice %.4f, boundary IoU %.4f, F1@0.5 %.4f (%d prompts)",
+            epoch,
+            metrics["mIoU"],
+            metrics["dice"],
+            metrics["boundary_iou"],
+            metrics["f1_50"],
+            metrics["count"],
+        )
+        if idist.get_rank() == 0:
+            _write_json(self.output_dir / METRICS_FILE, self.history.document())
+            _log_validation(self.tb_logger, metrics, iteration)
+
+    def ensure_final(self, trainer: Engine) -> None:
+        """Validate the final model unless the last evaluation already was of it (a run that
+        validates every epoch, or a finished run resumed)."""
+        last = self.history.evaluations[-1] if self.history.evaluations else None
+        if last is None or last["iteration"] != trainer.state.iteration:
+            self(trainer)
+
+
+def seed_epoch(trainer: Engine, seed: int, loader: DataLoader) -> None:
+    """Seed the global RNGs with ``seed`` + epoch and the distributed sampler with the epoch:
+    a resumed run then draws the same data, augmentations and prompts as an uninterrupted one
+    (see the module docstring)."""
+    manual_seed(seed + trainer.state.epoch)
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(trainer.state.epoch - 1)
+
+
+def check_finite_parameters(trainer: Engine, model: Sam) -> None:
+    """Raise :class:`NonFiniteError` if a trained parameter is NaN or infinite, before the
+    epoch's checkpoint could save it."""
+    for param in TrainedParameters(model).state_dict().values():
+        if not torch.isfinite(param).all():
+            raise NonFiniteError(trainer.state.iteration, "parameters", math.nan)
+
+
+def _is_checkpoint_epoch(trainer: Engine, epoch: int, period: int) -> bool:
+    """An epoch that ends with a checkpoint: every ``period``-th, the last, and one where
+    training stops early (an ignite event filter)."""
+    return epoch % period == 0 or epoch == trainer.state.max_epochs or trainer.should_terminate
+
+
+def attach_epoch_steps(
+    cfg: CfgNode,
+    trainer: Engine,
+    train_loader: DataLoader,
+    model: Sam,
+    validation: Validation | None,
+    last_checkpoint: Checkpoint,
+    resume: bool,
+) -> None:
+    """The steps around each epoch, in the order they must run.
+
+    It starts by seeding (:func:`seed_epoch`). It ends by checking the parameters first, so that
+    a NaN is never checkpointed; then validating, so that the checkpoint holds the epoch's
+    evaluation, best score and early-stopping count, and sees an early stop; then saving the
+    checkpoint (every SOLVER.CHECKPOINT_PERIOD epochs, at the last and at an early stop).
+    """
+    trainer.add_event_handler(Events.EPOCH_STARTED, seed_epoch, cfg.SEED, train_loader)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, check_finite_parameters, model)
+    if validation is not None:
+        validation.attach(trainer, cfg.TEST.EVAL_PERIOD, before_training=not resume)
+    checkpoint_epoch = partial(_is_checkpoint_epoch, period=cfg.SOLVER.CHECKPOINT_PERIOD)
+    trainer.add_event_handler(
+        Events.EPOCH_COMPLETED(event_filter=checkpoint_epoch), last_checkpoint
+    )
+
+
+def run_training(
+    cfg: CfgNode,
+    trainer: Engine,
+    train_loader: DataLoader,
+    history: MetricsHistory,
+    validation: Validation | None,
+    last_checkpoint: Checkpoint,
+) -> None:
+    """Train to SOLVER.MAX_EPOCHS (not at all if the checkpoint is of a finished or early
+    stopped run), then validate the final model if that is not done yet.
+
+    NaN or infinite values stop the run with a GeosamError that names the last good checkpoint,
+    the one a resumed run would start from.
+    """
+    try:
+        if trainer.state.epoch >= cfg.SOLVER.MAX_EPOCHS or history.stopped_early:
+            logger.info("the checkpoint is of a finished run: nothing left to train")
+        else:
+            trainer.run(train_loader, max_epochs=cfg.SOLVER.MAX_EPOCHS)
+        if validation is not None:
+            validation.ensure_final(trainer)
+    except NonFiniteError as e:
+        path = last_checkpoint.last_checkpoint
+        last_good = f"the last good checkpoint is {path}" if path else "no checkpoint was saved yet"
+        raise GeosamError(f"{e}; {last_good}") from e
+
+
+def write_final(
+    cfg: CfgNode,
+    model: Sam,
+    trainer: Engine,
+    history: MetricsHistory,
+    output_dir: Path,
+    base_sha256: str | None,
+) -> dict[str, Any]:
+    """metrics.json's final content, with the final position and evaluation; rank 0 writes it
+    and model_final.pth."""
+    final = {
+        "epoch": trainer.state.epoch,
+        "iteration": trainer.state.iteration,
+        "stopped_early": history.stopped_early,
+        "metrics": history.evaluations[-1] if history.evaluations else None,
+    }
+    document = history.document(final)
+    if idist.get_rank() == 0:
+        save_trained_weights(model, cfg, output_dir / FINAL_WEIGHTS, base_sha256)
+        _write_json(output_dir / METRICS_FILE, document)
+    return document
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
 def do_train(
     cfg: CfgNode,
     model: Sam,
@@ -273,203 +599,54 @@ def do_train(
     checkpoint_extra: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``model`` (the bare Sam from ``build_model``) for SOLVER.MAX_EPOCHS epochs.
+    """Train ``model`` (the bare Sam from ``build_model``) for SOLVER.MAX_EPOCHS epochs, writing
+    the run directory ``output_dir`` (module docstring). ``optimizer`` and ``scheduler`` come
+    from :mod:`geosam.solver` (the scheduler stepped per iteration). Runs as a single process or
+    as one of an ``idist.Parallel`` / torchrun launch (loaders made with ``idist.auto_dataloader``).
 
-    ``optimizer`` and ``scheduler`` come from :mod:`geosam.solver` (the scheduler stepped per
-    iteration, sized for ``len(train_loader)``). Runs as a single process or as one process of
-    an ``idist.Parallel`` / torchrun launch (loaders already made with
-    ``idist.auto_dataloader``); the model is placed and wrapped here.
-
-    Before training (the untrained model is the bar), every TEST.EVAL_PERIOD epochs and after
-    the last, the model is evaluated on ``val_loader``: the best mIoU writes model_best.pth,
-    and SOLVER.EARLY_STOPPING_PATIENCE evaluations without improvement stop training. Without a
-    ``val_loader`` (None) there is no evaluation, no model_best.pth and no early stopping.
+    Without a ``val_loader`` there is no evaluation, no model_best.pth and no early stopping.
     ``resume`` continues from the newest checkpoint in ``output_dir``; without it, a directory
-    that already holds checkpoints is refused. ``checkpoint_extra``: more stateful objects
-    (``state_dict``/``load_state_dict``, e.g. a sampler) saved in and restored from the
-    checkpoints under their keys.
-
-    ``progress`` shows a progress bar on rank 0. Returns metrics.json's content. Raises
-    GeosamError if the loss becomes NaN (nothing is saved from that iteration on; the message
-    names the last good checkpoint).
+    holding checkpoints is refused. ``checkpoint_extra``: more stateful objects saved in and
+    restored from the checkpoints under their keys. ``progress``: a progress bar on rank 0.
+    Returns metrics.json's content. A NaN or infinite loss raises GeosamError naming the last
+    good checkpoint (:func:`run_training`).
     """
     output_dir = Path(output_dir)
-    checkpoint_dir = output_dir / CHECKPOINT_DIR
-    is_main = idist.get_rank() == 0
     device = resolve_device(cfg)
-    dtype = amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype(cfg, device) == torch.float16 else None
     base_sha256 = sha256_file(cfg.MODEL.CHECKPOINT) if cfg.MODEL.CHECKPOINT else None
-
     net = _distribute(cfg, PromptedSam(model, cfg.MODEL.MULTIMASK), device)
     trainer = create_trainer(cfg, net, optimizer, scheduler, loss_fn, device, scaler)
     evaluator = create_evaluator(cfg, model, device)
     history = MetricsHistory()
 
-    def val_miou(engine: Engine) -> float:
-        return engine.state.metrics["mIoU"]
-
-    best_model = Checkpoint(
-        {"model": TrainedParameters(model)},
-        _TrainedWeightsSaver(model, cfg, output_dir / BEST_WEIGHTS, base_sha256),
-        filename_prefix="best",
-        score_function=val_miou,
-        score_name="val_mIoU",
-        n_saved=1,
+    best_model = attach_best_model(evaluator, model, cfg, output_dir / BEST_WEIGHTS, base_sha256)
+    stopper = attach_early_stopping(cfg, evaluator, trainer)
+    to_save = resumable_state(
+        model, optimizer, scheduler, trainer, best_model, history, stopper, scaler, checkpoint_extra
     )
-    evaluator.add_event_handler(Events.COMPLETED, best_model)
-    to_save: dict[str, Any] = {
-        "model": TrainedParameters(model),
-        "optimizer": optimizer,
-        "lr_scheduler": scheduler,
-        "trainer": trainer,
-        "best_model": best_model,
-        "history": history,
-    }
-    if cfg.SOLVER.EARLY_STOPPING_PATIENCE > 0:
-        stopper = EarlyStopping(cfg.SOLVER.EARLY_STOPPING_PATIENCE, val_miou, trainer)
-        evaluator.add_event_handler(Events.COMPLETED, stopper)
-        to_save["early_stopping"] = stopper
-    if scaler is not None:
-        to_save["grad_scaler"] = scaler
-    for key, value in (checkpoint_extra or {}).items():
-        if key in to_save:
-            raise ValueError(f"checkpoint_extra key {key!r} is reserved by the trainer")
-        to_save[key] = value
-    last_checkpoint = Checkpoint(
-        to_save,
-        DiskSaver(checkpoint_dir, require_empty=False),
-        n_saved=CHECKPOINTS_KEPT,
-    )
-    if resume:
-        resumed_from = _resume(last_checkpoint, to_save, checkpoint_dir)
-        logger.info(
-            "resumed from %s (epoch %d, iteration %d)",
-            resumed_from,
-            trainer.state.epoch,
-            trainer.state.iteration,
-        )
-    elif _checkpoint_files(checkpoint_dir):
-        raise GeosamError(
-            f"{output_dir} holds checkpoints of an earlier run: resume it or use another OUTPUT_DIR"
-        )
+    saver = DiskSaver(output_dir / CHECKPOINT_DIR, require_empty=False)
+    last_checkpoint = Checkpoint(to_save, saver, n_saved=CHECKPOINTS_KEPT)
+    restore(last_checkpoint, to_save, output_dir, resume)
 
-    # On every process: the running average is reduced over processes at each iteration.
-    RunningAverage(output_transform=lambda output: output["loss"]).attach(trainer, "loss")
-    # Drop the events a killed run logged after the checkpoint this run resumes from.
-    purge_step = trainer.state.iteration + 1 if resume else None
-    tb_logger = (
-        _attach_loggers(trainer, optimizer, output_dir, purge_step, progress) if is_main else None
-    )
-
-    def last_good_checkpoint() -> str:
-        path = last_checkpoint.last_checkpoint
-        return f"the last good checkpoint is {path}" if path else "no checkpoint was saved yet"
-
-    def validate(trainer: Engine) -> None:
-        metrics = run_evaluation(evaluator, val_loader)
-        epoch, iteration = trainer.state.epoch, trainer.state.iteration
-        history.evaluations.append({"epoch": epoch, "iteration": iteration, **metrics})
-        history.stopped_early = history.stopped_early or trainer.should_terminate
-        logger.info(
-            "epoch %d: val mIoU %.4f, Dice %.4f, boundary IoU %.4f, F1@0.5 %.4f (%d prompts)",
-            epoch,
-            metrics["mIoU"],
-            metrics["dice"],
-            metrics["boundary_iou"],
-            metrics["f1_50"],
-            metrics["count"],
-        )
-        if is_main:
-            _write_json(output_dir / METRICS_FILE, history.document())
-            _log_validation(tb_logger, metrics, iteration)
-
-    def check_parameters(trainer: Engine) -> None:
-        for param in TrainedParameters(model).state_dict().values():
-            if not torch.isfinite(param).all():
-                raise NonFiniteError(trainer.state.iteration, "parameters", math.nan)
-
-    def save_checkpoint(trainer: Engine) -> None:
-        epoch = trainer.state.epoch
-        if (
-            epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0
-            or epoch == trainer.state.max_epochs
-            or trainer.should_terminate
-        ):
-            last_checkpoint(trainer)
-
-    def start_epoch(trainer: Engine) -> None:
-        manual_seed(cfg.SEED + trainer.state.epoch)
-        sampler = getattr(train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(trainer.state.epoch - 1)
-
-    trainer.add_event_handler(Events.EPOCH_STARTED, start_epoch)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, check_parameters)
+    tb_logger = attach_logging(trainer, optimizer, output_dir, resume, progress)
+    validation = None
     if val_loader is not None:
-        # the untrained model is scored first: it is the bar fine-tuning has to clear, and
-        # model_best.pth stays the base decoder if no epoch beats it
-        if not resume:
-            trainer.add_event_handler(Events.STARTED, validate)
-        if cfg.TEST.EVAL_PERIOD:
-            trainer.add_event_handler(Events.EPOCH_COMPLETED(every=cfg.TEST.EVAL_PERIOD), validate)
-    elif is_main:
+        validation = Validation(evaluator, val_loader, history, output_dir, tb_logger)
+    elif idist.get_rank() == 0:
         logger.warning("no validation split: model_best.pth is not written, no early stopping")
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, save_checkpoint)
-
+    attach_epoch_steps(cfg, trainer, train_loader, model, validation, last_checkpoint, resume)
     try:
-        done = trainer.state.epoch >= cfg.SOLVER.MAX_EPOCHS or history.stopped_early
-        if done:
-            logger.info("the checkpoint is of a finished run: nothing left to train")
-        else:
-            trainer.run(train_loader, max_epochs=cfg.SOLVER.MAX_EPOCHS)
-        last = history.evaluations[-1] if history.evaluations else None
-        if val_loader is not None and (
-            last is None or last["iteration"] != trainer.state.iteration
-        ):
-            validate(trainer)
-    except NonFiniteError as e:
-        raise GeosamError(f"{e}; {last_good_checkpoint()}") from e
+        run_training(cfg, trainer, train_loader, history, validation, last_checkpoint)
     finally:
         if tb_logger is not None:
             tb_logger.close()
-
-    final = {
-        "epoch": trainer.state.epoch,
-        "iteration": trainer.state.iteration,
-        "stopped_early": history.stopped_early,
-        "metrics": history.evaluations[-1] if history.evaluations else None,
-    }
-    document = history.document(final)
-    if is_main:
-        save_trained_weights(model, cfg, output_dir / FINAL_WEIGHTS, base_sha256)
-        _write_json(output_dir / METRICS_FILE, document)
-    return document
+    return write_final(cfg, model, trainer, history, output_dir, base_sha256)
 
 
-def _attach_loggers(
-    trainer: Engine,
-    optimizer: torch.optim.Optimizer,
-    output_dir: Path,
-    purge_step: int | None,
-    progress: bool,
-) -> TensorboardLogger:
-    """Rank 0's progress bar (with the running-average loss) and TensorBoard logging of every
-    iteration's loss terms, gradient norm and learning rate; returns the TensorBoard logger,
-    which the caller closes."""
-    if progress:
-        ProgressBar(persist=True).attach(trainer, metric_names=["loss"])
-    tb_logger = TensorboardLogger(log_dir=output_dir / TENSORBOARD_DIR, purge_step=purge_step)
-    tb_logger.attach_output_handler(
-        trainer,
-        event_name=Events.ITERATION_COMPLETED,
-        tag="train",
-        output_transform=lambda output: output,
-    )
-    tb_logger.attach_opt_params_handler(
-        trainer, event_name=Events.ITERATION_STARTED, optimizer=optimizer, param_name="lr"
-    )
-    return tb_logger
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
 
 
 def _distribute(cfg: CfgNode, net: PromptedSam, device: torch.device) -> nn.Module:

@@ -79,10 +79,10 @@ def decode_batch(model: Sam, batch: Batch, multimask: bool) -> list[DecodedPromp
     Prompts of one kind (and one number of points) are decoded in one call for all the images
     of the batch, not one call per image: a decoder call on a handful of prompts is mostly
     per-operator overhead (about a thousand small matmuls per training step of the tiny model
-    when called per image), so grouping makes a tiny-model step 1.3-1.5x faster on CPU and
-    launches fewer kernels on GPU. The result is the same as per-image calls (see
-    :func:`_decode_group`); the decoder's activations for a call now cover the whole batch's
-    prompts of a kind, which training keeps for the backward pass anyway.
+    when called per image), so grouping makes a tiny-model step faster on CPU (figures in
+    docs/design-notes.md) and launches fewer kernels on GPU. The result is the same as
+    per-image calls (see :func:`_decode_group`); the decoder's activations for a call now cover
+    the whole batch's prompts of a kind, which training keeps for the backward pass anyway.
     """
     embeddings = image_embeddings(model, batch)
     image_pe = model.prompt_encoder.get_dense_pe()

@@ -59,8 +59,8 @@ SAM_SPECS: dict[str, SamSpec] = {
     # Two blocks, windowed then global as each quarter of ViT-B ends; windows of 8 tile the 16x16
     # patch grid of a 256 px input into 4. The decoder is SAM's at width 64: the decoder runs
     # once per prompt over the whole embedding grid, and at width 256 it made a CPU training
-    # step 3x slower (1.1 vs 0.35 s for 4 chips x 8 prompts), which a model trained from
-    # scratch in the demo and the quality benchmark cannot afford. 0.5M parameters in all.
+    # step several times slower (docs/design-notes.md, "The tiny SAM"), which a model trained
+    # from scratch in the demo and the quality benchmark cannot afford. 0.5M parameters in all.
     "tiny": SamSpec(
         64,
         2,

@@ -23,8 +23,8 @@ def boundary_distance(labels: np.ndarray) -> np.ndarray:
 
     One distance transform for all instances of a tile: a pixel is *core* when its four
     neighbours carry its label, and each pixel's distance is to the nearest non-core pixel. The
-    chessboard metric is 10x cheaper than the Euclidean one at 1024 px and finds the same
-    interior to within a pixel or two, which is all a click position needs.
+    chessboard metric is much cheaper than the Euclidean one (docs/design-notes.md) and finds
+    the same interior to within a pixel or two, which is all a click position needs.
     """
     padded = np.pad(labels, 1)
     core = labels > 0

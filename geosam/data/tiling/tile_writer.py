@@ -24,7 +24,7 @@ from geosam.utils.errors import GeosamError
 
 # A bounded GDAL block cache keeps peak memory independent of raster size.
 # Given in bytes: rasterio passes a small number straight to GDALSetCacheMax, and with a tiny
-# cache GDAL's rasterizer works in tiny chunks (measured 5x slower).
+# cache GDAL's rasterizer works in tiny chunks, several times slower (docs/benchmarks.md).
 GDAL_ENV = {"GDAL_CACHEMAX": 128 * 2**20, "GDAL_TIFF_INTERNAL_MASK": True}
 
 
