@@ -2,11 +2,12 @@
 
 SAM's mask for one prompt often carries fragments away from the prompted object: a field
 that looks like the one prompted, speckle along a hedge. ``geosam segment`` and the QGIS
-plugin deliver only the prompted part of each polygon (``geosam.segment.polygons.
-prompted_parts``: the parts under a positive click, else the part with most area inside the
-box, else the largest). With TEST.PROMPTED_PART evaluation applies the same rule to the
-pixel mask, so the figures describe what users get; without it they score the decoder's raw
-output. Regions are 4-connected, as ``rasterio.features.shapes`` polygonizes them.
+plugin deliver only the prompted part of each polygon, by the rule the runtime decides once
+(:func:`geosam.runtime.prompts.prompted_part_indexes`: the parts under a positive click, else
+the part with most area inside the box, else the largest). With TEST.PROMPTED_PART evaluation
+applies the same rule to the pixel mask's connected regions, so the figures describe what
+users get; without it they score the decoder's raw output. Regions are 4-connected, as
+``rasterio.features.shapes`` polygonizes them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy import ndimage
+
+from geosam.runtime.prompts import prompted_part_indexes
 
 
 def prompted_components(
@@ -26,21 +29,19 @@ def prompted_components(
     if count <= 1:
         return mask
     height, width = mask.shape
+    contains = np.zeros((count, 0), dtype=bool)
     if points is not None and len(points):
         columns = np.clip(np.floor(points[:, 0]).astype(int), 0, width - 1)
         rows = np.clip(np.floor(points[:, 1]).astype(int), 0, height - 1)
-        hit = np.unique(labels[rows, columns])
-        hit = hit[hit > 0]
-        if len(hit):
-            return np.isin(labels, hit)
+        contains = labels[rows, columns][None, :] == np.arange(1, count + 1)[:, None]
     if box is not None:
         x0, y0 = (max(0, int(np.floor(v))) for v in box[:2])
         x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
         labels_inside = labels[y0:y1, x0:x1]
     else:
         labels_inside = labels
-    sizes = np.bincount(labels_inside.ravel(), minlength=count + 1)[1:]
-    return labels == int(np.argmax(sizes)) + 1
+    areas = np.bincount(labels_inside.ravel(), minlength=count + 1)[1:]
+    return np.isin(labels, prompted_part_indexes(contains, areas) + 1)
 
 
 def keep_prompted_parts(masks: torch.Tensor, prompt: dict[str, torch.Tensor]) -> torch.Tensor:
