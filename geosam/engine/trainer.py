@@ -70,6 +70,13 @@ from geosam.engine.inference import (
     resolve_device,
     run_evaluation,
 )
+from geosam.engine.run_dir import (
+    BEST_WEIGHTS,
+    CHECKPOINT_DIR,
+    FINAL_WEIGHTS,
+    METRICS_FILE,
+    TENSORBOARD_DIR,
+)
 from geosam.modeling.checkpoint import (
     load_state_dict_checked,
     save_trained_weights,
@@ -81,11 +88,6 @@ from geosam.utils.errors import GeosamError
 
 logger = logging.getLogger("geosam.engine")
 
-CHECKPOINT_DIR = "checkpoints"
-METRICS_FILE = "metrics.json"
-TENSORBOARD_DIR = "tb"
-BEST_WEIGHTS = "model_best.pth"
-FINAL_WEIGHTS = "model_final.pth"
 # Resumable checkpoints kept on disk; two, so that one is always intact (see module docstring).
 CHECKPOINTS_KEPT = 2
 _CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)\.pt")
