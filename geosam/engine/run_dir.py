@@ -32,7 +32,7 @@ from yacs.config import CfgNode
 from geosam.config import load_config
 from geosam.modeling import load_trained_weights, sha256_file
 from geosam.utils.errors import GeosamError
-from geosam.utils.publish import publish_dir, refuse_occupied
+from geosam.utils.publish import check_writable, publish_dir, refuse_occupied
 
 logger = logging.getLogger("geosam.engine")
 
@@ -111,7 +111,7 @@ def evaluation_dir(run_dir: Path, dataset: Path, split: str) -> Path:
 
 def check_run_dir(cfg: CfgNode, resume: bool, overwrite: bool) -> Path:
     """Refuse to mix runs, before anything is built: a folder holding a run needs --resume
-    (with the same config) or --overwrite. Writes nothing."""
+    (with the same config) or --overwrite; a new one must be creatable. Writes nothing."""
     run_dir = Path(cfg.OUTPUT_DIR)
     saved = run_dir / CONFIG_FILE
     if not resume:
@@ -121,6 +121,8 @@ def check_run_dir(cfg: CfgNode, resume: bool, overwrite: bool) -> Path:
             state="holds another run",
             hint="pass --resume to continue it, --overwrite to replace it, or set OUTPUT_DIR",
         )
+        # the folder is written only once the model is built: fail now, not after that
+        check_writable(run_dir)
         return run_dir
     if not (run_dir / CHECKPOINT_DIR).is_dir() or not saved.is_file():
         raise GeosamError(f"--resume: {run_dir} holds no run to resume (no {CHECKPOINT_DIR}/)")
