@@ -146,3 +146,15 @@ def test_a_failed_train_leaves_an_existing_run_untouched(
     assert contents(run) == before
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     assert not inputs["marker"].exists()
+
+
+def test_spawned_processes_report_a_bad_checkpoint_as_one_line(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """With --nproc-per-node the model is built in the spawned processes: the error still
+    reaches the user as one line, and rank 0 has written nothing."""
+    opts, dataset, expected = BAD_INPUTS["truncated"](inputs)
+    run = tmp_path / "run"
+    args = [*command_args("train", opts, dataset, run), "--nproc-per-node", "2"]
+    assert expected in one_error_line(args)
+    assert list(tmp_path.iterdir()) == []

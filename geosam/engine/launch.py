@@ -21,6 +21,7 @@ from pathlib import Path
 
 import ignite.distributed as idist
 import torch
+from torch.multiprocessing import ProcessRaisedException
 from yacs.config import CfgNode
 
 from geosam.data.build import make_data_loader, make_dataset, prepare_embedding_cache
@@ -49,7 +50,22 @@ def launch_training(
     if nproc_per_node or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     with idist.Parallel(backend=backend, nproc_per_node=nproc_per_node) as parallel:
-        parallel.run(_train_process, cfg, resume, progress)
+        try:
+            parallel.run(_train_process, cfg, resume, progress)
+        except ProcessRaisedException as exc:
+            message = _geosam_error_message(exc)
+            if message is None:
+                raise
+            raise GeosamError(message) from None
+
+
+def _geosam_error_message(exc: ProcessRaisedException) -> str | None:
+    """The message of the GeosamError a spawned process raised, if that is what it raised, so
+    it reaches the user as the same one line as in a single process: an exception crosses the
+    process boundary only as its traceback's text, whose last line is ``<class>: <message>``."""
+    last = str(exc).strip().splitlines()[-1]
+    prefix = f"{GeosamError.__module__}.{GeosamError.__qualname__}: "
+    return last.removeprefix(prefix) if last.startswith(prefix) else None
 
 
 def _train_process(local_rank: int, cfg: CfgNode, resume: bool, progress: bool) -> None:
