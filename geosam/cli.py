@@ -21,7 +21,7 @@ from geosam.utils.errors import GeosamError
 if TYPE_CHECKING:
     from yacs.config import CfgNode
 
-    from geosam.engine.evaluate import TunedWeights
+    from geosam.engine.run_dir import TunedWeights
 
 
 class _Group(click.Group):
@@ -98,7 +98,7 @@ def _load_model_source(
 ) -> tuple[CfgNode, TunedWeights | None]:
     """The config (and, for a run, its trained weights) named by --run or --config-file."""
     from geosam.config import load_config
-    from geosam.engine.evaluate import load_run
+    from geosam.engine.run_dir import load_run
 
     if (run_dir is None) == (config_file is None):
         raise GeosamError("give either --run RUN_DIR or --config-file FILE (an untuned model)")
@@ -281,7 +281,7 @@ def demo(
     quiet: bool,
 ) -> None:
     """Run every stage on a synthetic scene: synth, tile, train, evaluate, export-onnx,
-    segment. About 6 minutes on 2 CPU cores with the tiny model."""
+    segment: minutes on a CPU with the tiny model."""
     from geosam.demo import DemoParams, run_demo
 
     if scene_size < 512:
@@ -391,10 +391,11 @@ def evaluate(
     baseline on a tile dataset's fixed prompts. OPTS are KEY VALUE config overrides, e.g.
     MODEL.DEVICE cpu, or MODEL.CHECKPOINT sam_vit_b_01ec64.pth with --config-file."""
     from geosam.engine import evaluate as evaluation
+    from geosam.engine.run_dir import evaluation_dir
 
     cfg, tuned = _load_model_source(run_dir, config_file, weights, opts)
     if run_dir is not None:
-        output = output or evaluation.default_output_dir(run_dir, dataset, split)
+        output = output or evaluation_dir(run_dir, dataset, split)
     elif output is None:
         raise GeosamError("--config-file needs -o OUTPUT_DIR for the results")
     result = evaluation.evaluate(
@@ -471,18 +472,10 @@ def export_checkpoint(
     """Write a model (base plus trained weights) as an official-format SAM checkpoint, e.g. a
     tiny SAM trained from scratch (configs/tiny_pretrain.yaml) to fine-tune from with
     MODEL.CHECKPOINT, or a tuned ViT for other SAM tools."""
-    from geosam.engine.evaluate import build_tuned_model
-    from geosam.modeling import build_model, save_sam_checkpoint
+    from geosam.export.checkpoint_export import export_checkpoint as export
 
-    if output.exists() and not overwrite:
-        raise GeosamError(f"{output} exists: pass --overwrite to replace it")
-    if not output.parent.is_dir():
-        raise GeosamError(f"folder {output.parent} of -o {output} does not exist")
     cfg, tuned = _load_model_source(run_dir, config_file, weights, opts)
-    model = build_model(cfg)
-    if tuned is not None:
-        model = build_tuned_model(model, cfg, tuned.path)
-    save_sam_checkpoint(model, output)
+    export(cfg, output, weights=tuned.path if tuned is not None else None, overwrite=overwrite)
     click.echo(f"checkpoint: {output} ({cfg.MODEL.TYPE}, {cfg.INPUT.IMAGE_SIZE} px)")
 
 

@@ -15,9 +15,9 @@ from training to the GIS file a user opens.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,15 +31,17 @@ from rasterio.enums import Resampling
 from yacs.config import CfgNode
 
 from geosam.config import load_config
-from geosam.data.synthetic import make_scene
+from geosam.data.synthetic import SceneFiles, make_scene
 from geosam.data.tiling import TileParams, tile_dataset
 from geosam.data.tiling.grid import plan_tiles
-from geosam.engine.evaluate import default_output_dir, evaluate, load_run
+from geosam.engine.evaluate import Evaluation, evaluate
 from geosam.engine.launch import launch_training
+from geosam.engine.run_dir import TunedWeights, evaluation_dir, load_run
 from geosam.export import export_onnx
 from geosam.modeling.sam import SAM_SPECS
 from geosam.segment import SegmentParams, segment
 from geosam.utils.errors import GeosamError
+from geosam.utils.publish import refuse_occupied, reset_dir
 from geosam.utils.visualize import save_figure
 
 logger = logging.getLogger(__name__)
@@ -78,8 +80,7 @@ CHECKPOINT_RECIPE = (
 @dataclass(frozen=True)
 class DemoParams:
     """The demo's knobs. ``epochs`` and ``tile_size`` None: the recipe's (tiny: 48 epochs of
-    256 px tiles, 1,300 steps, about 5 minutes of training on 2 cores; checkpoint: 4 epochs of
-    1024 px)."""
+    256 px tiles, 1,300 steps; checkpoint: 4 epochs of 1024 px). Timings: docs/benchmarks.md."""
 
     checkpoint: Path | None = None
     model_type: str | None = None
@@ -230,79 +231,55 @@ def render_result(
     save_figure(fig, out)
 
 
-def run_demo(
-    output: Path,
-    params: DemoParams = DemoParams(),
-    *,
-    overwrite: bool = False,
-    progress: bool = True,
-    announce: Callable[[str], Any] = logger.info,
-) -> DemoResult:
-    """Run every stage into ``output`` (refused if it holds anything, unless ``overwrite``);
-    ``announce`` gets one line as each stage starts."""
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise GeosamError(f"{output} is not empty: pass --overwrite to replace it")
-    # validate the options before anything is written and minutes of work
-    cfg = training_config(params, output / "tiles", output / "run")
-    tiling = tile_params(params)
-    if output.exists():
-        shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
-    result = DemoResult(output)
-    paths = result.paths
-    paths.update(
-        scene=output / "scene",
-        tiles=output / "tiles",
-        run=output / "run",
-        model=output / "model",
-        prompts=output / "prompts.gpkg",
-        parcels=output / "parcels.shp",
-        picture=output / "parcels.png",
-    )
+def demo_paths(output: Path) -> dict[str, Path]:
+    """Where each stage writes, inside ``output``."""
+    return {
+        "scene": output / "scene",
+        "tiles": output / "tiles",
+        "run": output / "run",
+        "model": output / "model",
+        "prompts": output / "prompts.gpkg",
+        "parcels": output / "parcels.shp",
+        "picture": output / "parcels.png",
+    }
 
-    def stage(name: str, what: str) -> Callable[[], None]:
-        announce(f"demo: {what}")
+
+class StageTimer:
+    """``with stage(name, what):`` announces a stage and records its seconds once it is done."""
+
+    def __init__(self, seconds: dict[str, float], announce: Callable[[str], Any]) -> None:
+        self.seconds, self.announce = seconds, announce
+
+    @contextmanager
+    def __call__(self, name: str, what: str) -> Iterator[None]:
+        self.announce(f"demo: {what}")
         start = time.perf_counter()
-        return lambda: result.seconds.__setitem__(name, time.perf_counter() - start)
+        yield
+        self.seconds[name] = time.perf_counter() - start
 
-    done = stage("synth", f"synthetic {params.scene_size} px scene → {paths['scene']}")
-    scene = make_scene(paths["scene"], params.scene_size, params.seed, progress=progress)
-    done()
 
-    done = stage("tile", f"tiles of {tiling.tile_size} px → {paths['tiles']}")
-    tile_dataset(
-        [str(scene.raster)],
-        scene.labels,
-        paths["tiles"],
-        tiling,
-        id_field=ID_FIELD,
-        progress=progress,
-    )
-    done()
-
-    done = stage("train", f"{cfg.MODEL.TYPE}, {cfg.SOLVER.MAX_EPOCHS} epochs → {paths['run']}")
-    launch_training(cfg, progress=progress)
-    done()
-
-    done = stage("evaluate", "base vs tuned vs box-fill on the val tiles")
+def evaluate_demo_run(
+    paths: dict[str, Path], progress: bool
+) -> tuple[CfgNode, TunedWeights, Evaluation]:
+    """The run's config, its best weights, and their evaluation (base vs tuned vs box-fill)
+    on the val tiles, written where ``geosam evaluate --run`` writes by default."""
     run_cfg, weights = load_run(paths["run"], "best")
     evaluation = evaluate(
         run_cfg,
         paths["tiles"],
         "val",
-        default_output_dir(paths["run"], paths["tiles"], "val"),
+        evaluation_dir(paths["run"], paths["tiles"], "val"),
         weights=weights,
         progress=progress,
     )
-    result.table = evaluation.table
-    paths["evaluation"] = evaluation.output_dir
-    done()
+    return run_cfg, weights, evaluation
 
-    done = stage("export", f"ONNX → {paths['model']}")
-    export_onnx(run_cfg, paths["model"], weights=weights.path)
-    done()
 
-    done = stage("segment", f"one point per val parcel → {paths['parcels']}")
+def segment_val_area(
+    scene: SceneFiles, paths: dict[str, Path], result: DemoResult, progress: bool
+) -> None:
+    """One point prompt per parcel of the val area through ``geosam segment``; the polygons
+    scored against the true parcels (and box-fill's) into ``result``, and pictured."""
     truth = val_area_parcels(scene.labels, paths["tiles"] / "footprints.gpkg")
     write_point_prompts(truth, paths["prompts"])
     segmented = segment(
@@ -314,5 +291,46 @@ def run_demo(
     result.polygon_iou = float(polygon_iou(polygons, truth).mean())
     result.box_fill_iou = float(box_fill_polygon_iou(truth).mean())
     render_result(scene.raster, truth, polygons, paths["prompts"], paths["picture"])
-    done()
+
+
+def run_demo(
+    output: Path,
+    params: DemoParams = DemoParams(),
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    announce: Callable[[str], Any] = logger.info,
+) -> DemoResult:
+    """Run every stage into ``output`` (refused if it holds anything, unless ``overwrite``);
+    ``announce`` gets one line as each stage starts.
+
+    Each stage publishes its own output whole (scene, tiles, run, evaluation, model,
+    parcels), so a failed demo leaves the stages that finished; ``output`` itself cannot be
+    staged and renamed, since the run and the model record the paths they were made at.
+    """
+    refuse_occupied(output, overwrite, what="-o")
+    # validate the options before anything is written and minutes of work
+    cfg = training_config(params, output / "tiles", output / "run")
+    tiling = tile_params(params)
+    reset_dir(output)
+    result = DemoResult(output, paths=demo_paths(output))
+    paths = result.paths
+    stage = StageTimer(result.seconds, announce)
+
+    with stage("synth", f"synthetic {params.scene_size} px scene → {paths['scene']}"):
+        scene = make_scene(paths["scene"], params.scene_size, params.seed, progress=progress)
+    with stage("tile", f"tiles of {tiling.tile_size} px → {paths['tiles']}"):
+        tile_dataset(
+            [str(scene.raster)], scene.labels, paths["tiles"], tiling, id_field=ID_FIELD,
+            progress=progress,
+        )  # fmt: skip
+    with stage("train", f"{cfg.MODEL.TYPE}, {cfg.SOLVER.MAX_EPOCHS} epochs → {paths['run']}"):
+        launch_training(cfg, progress=progress)
+    with stage("evaluate", "base vs tuned vs box-fill on the val tiles"):
+        run_cfg, weights, evaluation = evaluate_demo_run(paths, progress)
+        result.table, paths["evaluation"] = evaluation.table, evaluation.output_dir
+    with stage("export", f"ONNX → {paths['model']}"):
+        export_onnx(run_cfg, paths["model"], weights=weights.path)
+    with stage("segment", f"one point per val parcel → {paths['parcels']}"):
+        segment_val_area(scene, paths, result, progress)
     return result

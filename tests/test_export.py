@@ -21,8 +21,8 @@ from geosam.cli import cli
 from geosam.config import load_config
 from geosam.data.synthetic import make_scene
 from geosam.data.tiling import TileParams, tile_dataset
-from geosam.engine.evaluate import build_tuned_model, load_run
 from geosam.engine.launch import launch_training
+from geosam.engine.run_dir import build_tuned_model, load_run
 from geosam.export import DECODER, ENCODER, INT8, MANIFEST, export_onnx, read_metadata_props
 from geosam.export.onnx_export import SamOnnxDecoder
 from geosam.export.parity import (

@@ -29,7 +29,7 @@ def assert_fails(tmp_path: Path, args: list[str], *expected: str) -> None:
     for text in expected:
         assert text in errors[0], errors[0]
     assert not out.exists() or not any(out.iterdir())
-    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")], "staging left"
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")

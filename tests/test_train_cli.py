@@ -113,6 +113,15 @@ def test_corrupt_checkpoint(tiles: Path, tmp_path: Path) -> None:
     )
 
 
+def test_unwritable_output_fails_before_training(tiles: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    one_error(
+        *train("DATASETS.TRAIN", str(tiles), "OUTPUT_DIR", str(blocker / "run"), *FAST),
+        "is a file",
+    )
+
+
 def test_not_a_tile_dataset(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()

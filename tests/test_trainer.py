@@ -24,7 +24,8 @@ from ignite.handlers import Checkpoint
 
 from geosam.config import load_config
 from geosam.engine.inference import inference
-from geosam.engine.trainer import CHECKPOINT_DIR, TrainedParameters, create_trainer, do_train
+from geosam.engine.run_dir import CHECKPOINT_DIR
+from geosam.engine.trainer import TrainedParameters, create_trainer, do_train
 from geosam.modeling import SAM_SPECS, SamLoss, build_loss, build_model, load_trained_weights
 from geosam.modeling.prompted import PromptedSam, decode_batch, predict_masks
 from geosam.solver import make_lr_scheduler, make_optimizer

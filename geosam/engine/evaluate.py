@@ -31,13 +31,9 @@ under a temporary name and renamed, so a failed evaluation leaves no partial out
 
 from __future__ import annotations
 
-import copy
 import errno
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +45,6 @@ from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
 from geosam import __version__
-from geosam.config import load_config
 from geosam.data.build import make_data_loader, make_dataset, prepare_embedding_cache
 from geosam.engine.eval_report import (
     BASE,
@@ -60,11 +55,11 @@ from geosam.engine.eval_report import (
     metrics_table,
 )
 from geosam.engine.inference import inference
-from geosam.engine.launch import CONFIG_FILE
 from geosam.engine.metrics import METRIC_NAMES, PromptMetrics, score_masks
-from geosam.engine.trainer import BEST_WEIGHTS, FINAL_WEIGHTS
-from geosam.modeling import build_model, load_trained_weights, sha256_file
+from geosam.engine.run_dir import TunedWeights, base_checkpoint_sha256, build_tuned_model
+from geosam.modeling import build_model, sha256_file
 from geosam.utils.errors import GeosamError
+from geosam.utils.publish import check_writable, write_files
 from geosam.utils.visualize import save_figure
 
 logger = logging.getLogger("geosam.engine")
@@ -73,16 +68,6 @@ EVAL_FORMAT = "geosam-eval/1"
 METRICS_JSON = "metrics.json"
 METRICS_MD = "metrics.md"
 EXAMPLES_PNG = "examples.png"
-WEIGHT_FILES = {"best": BEST_WEIGHTS, "final": FINAL_WEIGHTS}
-
-
-@dataclass
-class TunedWeights:
-    """The trained-weights file a run is evaluated with, and why, if not the one asked for."""
-
-    path: Path
-    requested: str
-    note: str | None = None
 
 
 @dataclass
@@ -101,32 +86,6 @@ class Evaluation:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_run(
-    run_dir: Path, which: str = "best", opts: Sequence[str] = ()
-) -> tuple[CfgNode, TunedWeights]:
-    """The run's frozen config (with ``opts`` overrides) and the trained weights to evaluate.
-
-    ``which`` is "best" or "final". A run without model_best.pth (one that never validated)
-    is evaluated with its model_final.pth, and the returned note says so.
-    """
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise GeosamError(
-            f"{run_dir} is not a geosam run (no {CONFIG_FILE}): pass the OUTPUT_DIR of geosam train"
-        )
-    candidates = [BEST_WEIGHTS, FINAL_WEIGHTS] if which == "best" else [FINAL_WEIGHTS]
-    found = [name for name in candidates if (run_dir / name).is_file()]
-    if not found:
-        hint = "evaluate a run that has finished training"
-        if (run_dir / BEST_WEIGHTS).is_file():
-            hint = "--weights best evaluates its best validation so far"
-        raise GeosamError(f"run {run_dir} has no {' or '.join(candidates)}: {hint}")
-    weights = TunedWeights(run_dir / found[0], which)
-    if found[0] != WEIGHT_FILES[which]:
-        weights.note = f"{run_dir} has no {BEST_WEIGHTS}: evaluating its {FINAL_WEIGHTS}"
-        logger.warning("%s", weights.note)
-    return load_config(str(run_dir / CONFIG_FILE), list(opts)), weights
-
-
 def evaluation_config(cfg: CfgNode, dataset: Path, split: str) -> CfgNode:
     """``cfg`` pointed at ``split`` of ``dataset``, with every part of the model frozen.
 
@@ -143,35 +102,6 @@ def evaluation_config(cfg: CfgNode, dataset: Path, split: str) -> CfgNode:
     cfg.MODEL.ENCODER_TRAINABLE_BLOCKS = 0
     cfg.freeze()
     return cfg
-
-
-def base_checkpoint_sha256(cfg: CfgNode) -> str | None:
-    """sha256 of MODEL.CHECKPOINT; None for a randomly initialised (tiny) model."""
-    return sha256_file(cfg.MODEL.CHECKPOINT) if cfg.MODEL.CHECKPOINT else None
-
-
-def build_tuned_model(base: Sam, cfg: CfgNode, weights: Path) -> Sam:
-    """A copy of ``base`` with the trained weights loaded, after checking they belong to it.
-
-    Copying spares reading a 2.5 GB checkpoint twice. Weights trained from a checkpoint are
-    refused on a randomly initialised base, as weights from another checkpoint are on any base
-    (the parts they did not train would not match).
-    """
-    expected = base_checkpoint_sha256(cfg)
-    tuned = copy.deepcopy(base)
-    metadata = load_trained_weights(tuned, weights, expected)
-    if expected is None and metadata["base_checkpoint_sha256"] is not None:
-        raise GeosamError(
-            f"trained weights {weights} were trained from a checkpoint (sha256 "
-            f"{metadata['base_checkpoint_sha256']}) but MODEL.CHECKPOINT is empty: give "
-            "MODEL.CHECKPOINT /path/to/that/checkpoint"
-        )
-    return tuned
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring
-# ---------------------------------------------------------------------------------------------
 
 
 def evaluate_model(cfg: CfgNode, model: Sam, progress: bool) -> tuple[dict[str, Any], DataLoader]:
@@ -237,52 +167,6 @@ def metric_delta(tuned: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str,
         for kind in base["per_kind"]
     }
     return {**difference(tuned, base), "per_kind": per_kind}
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------------------------
-
-
-def check_writable(output_dir: Path) -> None:
-    """Fail before hours of evaluation, not after, if ``output_dir`` cannot be created."""
-    existing = output_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise GeosamError(f"cannot write the output folder {output_dir}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise GeosamError(
-            f"cannot write the output folder {output_dir}: {existing} is not writable; "
-            "choose another with -o"
-        )
-
-
-def write_outputs(output_dir: Path, writers: Mapping[str, Callable[[Path], None]]) -> list[Path]:
-    """Write each file through ``writers[name](path)`` into a staging folder inside
-    ``output_dir``, then rename them into place: a failure leaves no partial file behind (and
-    no folder, if it created it)."""
-    created = not output_dir.exists()
-    staging = None
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".eval-", dir=output_dir))
-        for name, write in writers.items():
-            write(staging / name)
-        for name in writers:
-            os.replace(staging / name, output_dir / name)
-    except OSError as exc:
-        if created:
-            shutil.rmtree(output_dir, ignore_errors=True)
-        raise GeosamError(f"cannot write the output folder {output_dir}: {exc.strerror}") from None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-    return [output_dir / name for name in writers]
-
-
-def default_output_dir(run_dir: Path, dataset: Path, split: str) -> Path:
-    return run_dir / f"eval-{dataset.resolve().name}-{split}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,5 +257,5 @@ def evaluate(
     figure = examples_figure(cfg, records, sources, examples)
     if figure is not None:
         writers[EXAMPLES_PNG] = lambda path: save_figure(figure, path)
-    files = write_outputs(output_dir, writers)
+    files = write_files(output_dir, writers)
     return Evaluation(output_dir, files, document, table, weights.note if weights else None)

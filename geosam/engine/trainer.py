@@ -1,19 +1,12 @@
 """``do_train``: fine-tune SAM on prompted chips with pytorch-ignite, resumably.
 
-The run directory (OUTPUT_DIR)::
-
-    config.yaml        the frozen config (written by the CLI, not here)
-    checkpoints/       checkpoint_<iteration>.pt: the resumable state at the end of an epoch
-                       (every SOLVER.CHECKPOINT_PERIOD epochs and at the end): the trained
-                       parameters only, optimizer, LR scheduler, trainer position, best-model
-                       and early-stopping state, evaluation history, AMP loss scaler, and the
-                       caller's extras. The newest two are kept (see below).
-    metrics.json       every validation result, the best, and once training ends the final one
-    tb/                TensorBoard events: train loss terms, gradient norm, learning rate (per
-                       iteration); validation metrics, overall and per prompt kind
-    model_best.pth     the trained weights alone (geosam.modeling.save_trained_weights) at the
-                       best validation mIoU so far
-    model_final.pth    the trained weights alone at the end of training
+What it writes into the run directory (OUTPUT_DIR; its layout and file names are
+:mod:`geosam.engine.run_dir`'s): resumable checkpoints (the trained parameters only, optimizer,
+LR scheduler, trainer position, best-model and early-stopping state, evaluation history, AMP
+loss scaler and the caller's extras; the newest two are kept, see below), metrics.json (every
+validation result, the best, and once training ends the final one), TensorBoard events (train
+loss terms, gradient norm, learning rate per iteration; validation metrics overall and per
+prompt kind), and the trained weights alone at the best validation mIoU so far and at the end.
 
 Only rank 0 writes files; every process evaluates its shard of the validation data.
 
@@ -78,10 +71,17 @@ from geosam.engine.inference import (
     resolve_device,
     run_evaluation,
 )
+from geosam.engine.run_dir import (
+    BEST_WEIGHTS,
+    CHECKPOINT_DIR,
+    FINAL_WEIGHTS,
+    METRICS_FILE,
+    TENSORBOARD_DIR,
+    base_checkpoint_sha256,
+)
 from geosam.modeling.checkpoint import (
     load_state_dict_checked,
     save_trained_weights,
-    sha256_file,
 )
 from geosam.modeling.losses import SamLoss
 from geosam.modeling.prompted import DecodedPrompts, PromptedSam, batch_to_device
@@ -89,11 +89,6 @@ from geosam.utils.errors import GeosamError
 
 logger = logging.getLogger("geosam.engine")
 
-CHECKPOINT_DIR = "checkpoints"
-METRICS_FILE = "metrics.json"
-TENSORBOARD_DIR = "tb"
-BEST_WEIGHTS = "model_best.pth"
-FINAL_WEIGHTS = "model_final.pth"
 # Resumable checkpoints kept on disk; two, so that one is always intact (see module docstring).
 CHECKPOINTS_KEPT = 2
 _CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)\.pt")
@@ -614,7 +609,7 @@ def do_train(
     output_dir = Path(output_dir)
     device = resolve_device(cfg)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype(cfg, device) == torch.float16 else None
-    base_sha256 = sha256_file(cfg.MODEL.CHECKPOINT) if cfg.MODEL.CHECKPOINT else None
+    base_sha256 = base_checkpoint_sha256(cfg)
     net = _distribute(cfg, PromptedSam(model, cfg.MODEL.MULTIMASK), device)
     trainer = create_trainer(cfg, net, optimizer, scheduler, loss_fn, device, scaler)
     evaluator = create_evaluator(cfg, model, device)

@@ -26,13 +26,13 @@ depends on the model and the data, so the fp32 files stay as the reference and t
 chooses; the parity report gives the mask IoU int8 costs.
 
 Everything is written into a staging folder next to MODEL_DIR and renamed into place at the
-end, so a failed export leaves nothing and an existing model stays until the new one is whole.
+end (:mod:`geosam.utils.publish`), so a failed export leaves nothing and an existing model
+stays until the new one is whole.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
@@ -48,12 +48,13 @@ from segment_anything.utils.onnx import SamOnnxModel
 from torch.nn import functional as F
 from yacs.config import CfgNode
 
-from geosam.engine.evaluate import base_checkpoint_sha256, build_tuned_model
+from geosam.engine.run_dir import base_checkpoint_sha256, build_tuned_model
 from geosam.export import metadata
 from geosam.export.parity import check_parity, format_report
 from geosam.modeling import build_model, sha256_file
 from geosam.runtime.model import DECODER, ENCODER, INT8
 from geosam.utils.errors import GeosamError
+from geosam.utils.publish import publish_dir, refuse_occupied
 
 logger = logging.getLogger("geosam.export")
 
@@ -269,23 +270,49 @@ def needs_external_data(model: Sam) -> bool:
     return size > EXTERNAL_DATA_BYTES
 
 
-def check_output(output: Path, overwrite: bool) -> None:
-    """Refuse a file, or a non-empty folder without ``overwrite``, as MODEL_DIR."""
-    if output.exists() and not output.is_dir():
-        raise GeosamError(f"-o {output} is a file: give a folder for the model")
-    if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise GeosamError(f"-o {output} exists and is not empty: pass --overwrite to replace it")
+def export_graphs(
+    cfg: CfgNode, model: Sam, raw: Path, opset: int, quantize_int8: bool, external_data: bool
+) -> tuple[list[str], dict[str, Any]]:
+    """The encoder and decoder (and their int8 versions) as exported, into ``raw``, and the
+    parity check run on them; returns the file names and the parity report. ``finalize``
+    adds only metadata to these graphs, so what was checked is what is published."""
+    raw.mkdir()
+    logger.info("exporting %s encoder and decoder (opset %d)", cfg.MODEL.TYPE, opset)
+    export_encoder(model, raw / ENCODER, opset)
+    export_decoder(model, raw / DECODER, opset, cfg.MODEL.MULTIMASK)
+    names = [ENCODER, DECODER]
+    if quantize_int8:
+        for name in (ENCODER, DECODER):
+            quantize(raw / name, raw / INT8[name], external_data and name == ENCODER)
+        names += [INT8[ENCODER], INT8[DECODER]]
+    parity = check_parity(
+        model,
+        raw / ENCODER,
+        raw / DECODER,
+        cfg.TEST.MASK_THRESHOLD,
+        cfg.MODEL.MULTIMASK,
+        quantized=(raw / INT8[ENCODER], raw / INT8[DECODER]) if quantize_int8 else None,
+    )
+    return names, parity
 
 
-def publish(staging: Path, output: Path) -> None:
-    """Rename ``staging`` to ``output``, replacing an existing folder only once both exist."""
-    if not output.exists():
-        staging.rename(output)
-        return
-    old = output.with_name(f".{output.name}.old-{os.getpid()}")
-    output.rename(old)
-    staging.rename(output)
-    shutil.rmtree(old)
+def write_model_dir(
+    model_dir: Path, raw: Path, names: Sequence[str], fields: dict[str, Any], external_data: bool
+) -> dict[str, Any]:
+    """The graphs in ``raw`` finalized into ``model_dir`` with ``fields`` as their metadata,
+    then the manifest listing every file's hash; ``raw`` is removed. Returns the manifest."""
+    props = metadata.to_metadata_props(fields)
+    for name in names:
+        is_encoder = name in (ENCODER, INT8[ENCODER])
+        shapes = {"image_embeddings": fields["embedding_shape"]} if is_encoder else {}
+        finalize(raw / name, model_dir / name, props, external_data and is_encoder, shapes)
+    shutil.rmtree(raw)
+    files = {
+        path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        for path in sorted(model_dir.iterdir())
+    }
+    metadata.write_manifest(model_dir, fields, files)
+    return {**fields, "files": files}
 
 
 def export_onnx(
@@ -307,7 +334,7 @@ def export_onnx(
     """
     if opset < MIN_OPSET:
         raise GeosamError(f"--opset {opset} is too old: SAM's ONNX export needs {MIN_OPSET}+")
-    check_output(output, overwrite)
+    refuse_occupied(output, overwrite, what="-o")
     dataset = metadata.dataset_fields(cfg.DATASETS.TRAIN)
     model = build_model(cfg)
     if weights is not None:
@@ -316,55 +343,18 @@ def export_onnx(
     if external_data is None:
         external_data = needs_external_data(model)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # a plain mkdir (not mkdtemp's 0700) so the published folder gets the user's umask
-    staging = output.parent / f".{output.name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with publish_dir(output) as staging:
         raw = staging / "raw"
-        raw.mkdir()
-        logger.info("exporting %s encoder and decoder (opset %d)", cfg.MODEL.TYPE, opset)
-        export_encoder(model, raw / ENCODER, opset)
-        export_decoder(model, raw / DECODER, opset, cfg.MODEL.MULTIMASK)
-        names = [ENCODER, DECODER]
-        if quantize_int8:
-            for name in (ENCODER, DECODER):
-                quantize(raw / name, raw / INT8[name], external_data and name == ENCODER)
-            names += [INT8[ENCODER], INT8[DECODER]]
-        # parity runs on the exported graphs; finalize adds only metadata to them
-        parity = check_parity(
-            model,
-            raw / ENCODER,
-            raw / DECODER,
-            cfg.TEST.MASK_THRESHOLD,
-            cfg.MODEL.MULTIMASK,
-            quantized=(raw / INT8[ENCODER], raw / INT8[DECODER]) if quantize_int8 else None,
-        )
-        grid = model.prompt_encoder.image_embedding_size
+        names, parity = export_graphs(cfg, model, raw, opset, quantize_int8, external_data)
+        prompts = model.prompt_encoder
         fields = metadata.model_fields(
             cfg,
             dataset=dataset,
-            embedding_shape=(1, model.prompt_encoder.embed_dim, *grid),
+            embedding_shape=(1, prompts.embed_dim, *prompts.image_embedding_size),
             opset=opset,
             base_checkpoint_sha256=base_checkpoint_sha256(cfg),
             weights_sha256=sha256_file(weights) if weights is not None else None,
             parity=parity,
         )
-        props = metadata.to_metadata_props(fields)
-        for name in names:
-            is_encoder = name in (ENCODER, INT8[ENCODER])
-            shapes = {"image_embeddings": fields["embedding_shape"]} if is_encoder else {}
-            finalize(raw / name, staging / name, props, external_data and is_encoder, shapes)
-        shutil.rmtree(raw)
-        files = {
-            path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-            for path in sorted(staging.iterdir())
-        }
-        metadata.write_manifest(staging, fields, files)
-        manifest = {**fields, "files": files}
-        publish(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        manifest = write_model_dir(staging, raw, names, fields, external_data)
     return ExportResult(output, manifest, format_report(parity))

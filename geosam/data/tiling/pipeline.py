@@ -1,8 +1,8 @@
 """``geosam tile``: rasters + parcel polygons → a tile dataset (see manifest.py for the layout).
 
 The run validates every input before it writes anything, writes the dataset into a hidden
-sibling folder and renames it into place only when it is complete, so a failed or interrupted
-run never leaves a half-written dataset where training would find it.
+sibling folder and renames it into place only when it is complete (:mod:`geosam.utils.publish`),
+so a failed or interrupted run never leaves a half-written dataset where training would find it.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime
 import logging
 import multiprocessing
-import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +55,7 @@ from geosam.data.tiling.tile_writer import (
     init_worker,
 )
 from geosam.utils.errors import GeosamError
+from geosam.utils.publish import publish_dir, refuse_occupied
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def tile_dataset(
     check_grid_params(params.tile_size, params.overlap, params.split_block)
     if params.workers < 1:
         raise GeosamError(f"--workers {params.workers} must be at least 1")
-    _check_output(out_dir, overwrite)
+    refuse_occupied(out_dir, overwrite)
 
     with rasterio.Env(**GDAL_ENV):
         sources = describe_sources(expand_raster_paths(rasters), params.bands)
@@ -103,17 +102,12 @@ def tile_dataset(
         planned = _plan(sources, parcels, params)
         splits = assign_splits(planned, params.val_fraction, params.seed)
 
-        staging = _staging_dir(out_dir)
-        try:
+        with publish_dir(out_dir) as staging:
             (staging / CHIPS).mkdir()
             (staging / MASKS).mkdir()
             jobs = _jobs(planned, splits, parcels, sources)
             outcomes = _run_jobs(jobs, len(planned), sources, staging, params, progress)
             _write_index(staging, outcomes, sources, labels, params)
-            _swap_into_place(staging, out_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     manifest = load_manifest(out_dir)
     counts = manifest["counts"]
     logger.info(
@@ -125,35 +119,6 @@ def tile_dataset(
         out_dir,
     )
     return manifest
-
-
-def _check_output(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GeosamError(f"output {out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise GeosamError(
-            f"output folder {out_dir} is not empty: choose another or pass --overwrite"
-        )
-
-
-def _staging_dir(out_dir: Path) -> Path:
-    """A hidden sibling of the output, so the final rename stays on one file system."""
-    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-    try:
-        staging.mkdir(parents=True)
-    except OSError as exc:
-        raise GeosamError(f"cannot write to {out_dir.parent}: {exc.strerror}") from None
-    return staging
-
-
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_overlap(
