@@ -41,6 +41,7 @@ from scipy.spatial import Voronoi
 from tqdm import tqdm
 
 from geosam.utils.errors import GeosamError
+from geosam.utils.publish import publish_files
 
 __all__ = ["SceneFiles", "make_scene"]
 
@@ -286,21 +287,12 @@ def make_scene(
             "too small to see: raise field_size or lower resolution"
         )
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     files = SceneFiles(out_dir / "scene.tif", out_dir / "parcels.gpkg")
     scene, parcels, crops = _build_scene(size, seed, resolution, field_size)
-    pid = os.getpid()
-    tmp_raster = out_dir / f".scene.{pid}.tmp.tif"
-    tmp_labels = out_dir / f".parcels.{pid}.tmp.gpkg"
-    try:
-        _write_raster(tmp_raster, scene, size, target_crs, progress)
+    with publish_files(out_dir) as staging:
+        _write_raster(staging / files.raster.name, scene, size, target_crs, progress)
         bounds = shapely.box(*array_bounds(size, size, scene.transform))
-        _write_labels(tmp_labels, parcels, crops, bounds, target_crs, resolution)
-        os.replace(tmp_raster, files.raster)
-        os.replace(tmp_labels, files.labels)
-    finally:
-        tmp_raster.unlink(missing_ok=True)
-        tmp_labels.unlink(missing_ok=True)
+        _write_labels(staging / files.labels.name, parcels, crops, bounds, target_crs, resolution)
     return files
 
 

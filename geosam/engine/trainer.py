@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -86,6 +85,7 @@ from geosam.modeling.checkpoint import (
 from geosam.modeling.losses import SamLoss
 from geosam.modeling.prompted import DecodedPrompts, PromptedSam, batch_to_device
 from geosam.utils.errors import GeosamError
+from geosam.utils.publish import publish_file
 
 logger = logging.getLogger("geosam.engine")
 
@@ -714,12 +714,6 @@ def _log_validation(tb_logger: TensorboardLogger, metrics: Mapping[str, Any], st
 
 
 def _write_json(path: Path, document: Mapping[str, Any]) -> None:
-    """Write ``document`` to ``path`` atomically (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
-        tmp = Path(f.name)
-    try:
-        tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write ``document`` to ``path`` atomically (:func:`~geosam.utils.publish.publish_file`)."""
+    with publish_file(path) as staging:
+        staging.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from yacs.config import CfgNode
 
 from geosam.modeling.sam import PATCH_SIZE, get_spec, model_type_of
 from geosam.utils.errors import GeosamError
+from geosam.utils.publish import publish_file
 
 TRAINED_WEIGHTS_FORMAT = "geosam-weights/1"
 
@@ -164,14 +164,8 @@ def save_sam_checkpoint(model: Sam, path: str | os.PathLike) -> None:
 
 
 def _save_atomically(payload: dict[str, Any], target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".tmp", delete=False) as f:
-        tmp = Path(f.name)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with publish_file(target) as staging:
+        torch.save(payload, staging)
 
 
 def load_trained_weights(

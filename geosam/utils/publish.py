@@ -10,7 +10,8 @@ next stage would find it:
 * **write aside, then rename**: the output is written into a hidden staging folder beside it
   (same file system, so the rename is atomic) and renamed into place only when complete
   (:func:`publish_dir`); an existing output is replaced only once the new one is whole.
-  :func:`publish_files` does the same for files that join a folder which may hold others.
+  :func:`publish_files` does the same for files that join a folder which may hold others,
+  and :func:`publish_file` for one file rewritten in place (metrics.json, trained weights).
 
 The staging folder is made with a plain ``mkdir`` (not ``mkdtemp``'s 0700), so the published
 folder gets the user's umask like any other.
@@ -100,6 +101,20 @@ def publish_files(folder: Path) -> Iterator[Path]:
             _rename(part, folder / part.name, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def publish_file(target: Path) -> Iterator[Path]:
+    """A hidden path beside ``target`` to write one file to; when the block succeeds it
+    replaces ``target`` in one rename, so a reader (or a kill) never sees it half-written; when
+    it fails it is removed. ``target``'s folder is created if needed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _hidden_name(target.parent, target.name, "staging")
+    try:
+        yield staging
+        _rename(staging, target, target)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def write_files(folder: Path, writers: Mapping[str, Callable[[Path], None]]) -> list[Path]:
