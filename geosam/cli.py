@@ -522,7 +522,8 @@ def export_checkpoint(
     "--simplify",
     default=0.0,
     show_default=True,
-    help="Simplification tolerance in map units of the raster's CRS (0: exact pixel edges).",
+    help="Simplification tolerance in map units of the raster's CRS (0: exact pixel edges). "
+    "With --auto, the parcels are simplified as a coverage: shared boundaries stay shared.",
 )
 @click.option(
     "--min-score",
@@ -558,13 +559,22 @@ def export_checkpoint(
         AutoParams.stability_thresh,
         "keep masks whose stability score is at least this (0-1; SAM's default).",
     ),
-    ("--min-area", DEFAULT_MIN_AREA_M2, "drop masks smaller than this many m²."),
+    ("--min-area", DEFAULT_MIN_AREA_M2, "drop parcels smaller than this many m²."),
+    ("--min-hole", DEFAULT_MIN_AREA_M2, "fill holes in parcels smaller than this many m²."),
     (
         "--overlap",
         AutoParams.overlap,
         "fraction of a window shared with its neighbours "
-        "(0-0.5); parcels smaller than the overlap are always seen whole.",
+        "(0-0.5), where pieces of parcels cut by window edges are joined.",
     ),
+)
+@click.option(
+    "--overlapping",
+    is_flag=True,
+    help="--auto: keep parcels as SAM's masks give them, overlapping, each simplified on its "
+    "own. By default the parcels are a coverage: no pixel in two parcels (a contested pixel "
+    "goes to the parcel of higher predicted IoU, then stability), neighbours share their "
+    "boundary exactly.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(
@@ -585,12 +595,15 @@ def segment(
     pred_iou_thresh: float,
     stability_thresh: float,
     min_area: float,
+    min_hole: float,
     overlap: float,
+    overlapping: bool,
     quiet: bool,
 ) -> None:
     """Segment the parcel under each prompt on RASTER and write one polygon per prompt, with
     the prompt's attributes, score (predicted IoU) and area_m2; or, with --auto, every parcel
-    found on RASTER, with score, stability and area_m2."""
+    found on RASTER, with score, stability and area_m2 (a raster with none gives an empty
+    layer and a warning)."""
     from geosam.runtime.reasons import describe_counts
     from geosam.segment import SegmentParams, segment_auto
     from geosam.segment import segment as run_segment
@@ -599,6 +612,8 @@ def segment(
         raise GeosamError("give exactly one of --prompts VECTOR and --auto")
     if auto and (layer or label_field):
         raise GeosamError("--layer and --label-field select prompts: use them with --prompts")
+    if overlapping and not auto:
+        raise GeosamError("--overlapping is an --auto option: prompts give one polygon each")
     params = SegmentParams(
         layer=layer,
         label_field=label_field,
@@ -615,9 +630,10 @@ def segment(
             pred_iou_thresh=pred_iou_thresh,
             stability_thresh=stability_thresh,
             overlap=overlap,
+            coverage=not overlapping,
         )
         result = segment_auto(
-            raster, model_dir, output, params, settings, min_area, progress=not quiet
+            raster, model_dir, output, params, settings, min_area, not quiet, min_hole
         )
         click.echo(
             f"{output}: {result.polygons} polygons from {result.encoded} windows, "

@@ -36,8 +36,9 @@ PROMPTS = [
 ]
 NEGATIVES = [[320.5, 310.5]]
 # Automatic mode with settings an untrained model's masks pass: its logits hover around 0,
-# so at the usual threshold every mask spreads over its whole window (and is dropped at the
-# window's edge); at MASK_THRESHOLD they are parcel-sized blobs, some of them duplicates.
+# so at the usual threshold every mask spreads over its whole window (and is joined across
+# windows into one raster-wide mask); at MASK_THRESHOLD they are parcel-sized blobs, some of
+# them duplicates.
 AUTO = {
     "points_per_side": 4,
     "pred_iou_thresh": 0.0,
@@ -85,11 +86,11 @@ def main() -> None:
         model.threshold = MASK_THRESHOLD
         auto = AutoSegmenter(model, reader, AutoParams(**AUTO), min_area_m2=0.0)
         masks = list(auto.masks())
-        arrays["auto_box"] = np.array([mask.box for mask, _ in masks]).reshape(-1, 4)
-        arrays["auto_score"] = np.array([mask.score for mask, _ in masks])
-        arrays["auto_geotransform"] = np.array([t for _, t in masks]).reshape(-1, 6)
+        arrays["auto_box"] = np.array([mask.box for mask in masks]).reshape(-1, 4)
+        arrays["auto_score"] = np.array([mask.score for mask in masks])
+        arrays["auto_geotransform"] = np.array(auto.grid_transform)
         arrays["auto_dropped"] = np.array(json.dumps(auto.dropped))
-        for number, (mask, _) in enumerate(masks):
+        for number, mask in enumerate(masks):
             arrays[f"auto_mask_{number}"] = mask.mask
     np.savez_compressed(fixtures / "parity.npz", **arrays)
     print(f"{fixtures / 'parity.npz'}: {len(results)} prompt masks, {len(masks)} automatic")

@@ -161,7 +161,9 @@ def perfect_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """SamModel with an "encoder" that keeps the image and a decoder that answers a prompt
     with the region of the colour under its first point (or its box's centre): on a raster of
     flat-coloured parcels, the perfect model, which makes every parcel's expected polygon known
-    and tests windows, georeferencing and polygons apart from a model's quality."""
+    and tests windows, georeferencing and polygons apart from a model's quality. Like any
+    model it sees only its window: a parcel larger than the window is clipped to it. In
+    automatic mode its IoU head rates black (what lies between parcels) 0: no parcel."""
     from geosam.runtime import Embedding, SamModel
     from geosam.runtime.model import Prediction
 
@@ -179,7 +181,9 @@ def perfect_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def decode_points(self: SamModel, embedding: Embedding, points: np.ndarray):
         for xy in points:
-            yield np.where(region(embedding, xy), 10.0, -10.0)[None], np.array([0.95])
+            x, y = np.round(xy).astype(int)
+            score = 0.95 if embedding.array[0, y, x].any() else 0.0
+            yield np.where(region(embedding, xy), 10.0, -10.0)[None], np.array([score])
 
     monkeypatch.setattr(SamModel, "encode", encode)
     monkeypatch.setattr(SamModel, "decode", decode)

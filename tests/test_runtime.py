@@ -546,13 +546,13 @@ def test_window_on_small_raster() -> None:
     assert (window.height, window.out_height) == (256, 256)
 
 
-def test_huge_prompt_downsampled_then_refused() -> None:
-    box = (1000, 1000, 1500, 1400)
-    window = prompt_window(box, (5000, 5000), (1.0, 1.0), 1.0, 256)
-    assert window.scale[0] > 2.5 and max(window.out_width, window.out_height) <= 256
-    assert window.contains(box, 0.25 * 500)
-    with pytest.raises(GeosamError, match="smaller box"):
-        prompt_window((0, 0, 1200, 1200), (5000, 5000), (1.0, 1.0), 1.0, 256)
+def test_huge_prompt_downsampled_as_far_as_it_takes() -> None:
+    """No box is too large: the window holds it with its margin, coarser as it must be."""
+    for box in [(1000, 1000, 1500, 1400), (0, 0, 1200, 1200), (100, 200, 4900, 4800)]:
+        window = prompt_window(box, (5000, 5000), (1.0, 1.0), 1.0, 256)
+        assert max(window.out_width, window.out_height) <= 256
+        assert window.contains(box, 0.25 * max(box[2] - box[0], box[3] - box[1]), (5000, 5000))
+    assert window.scale[0] > 18
 
 
 def test_prompt_outside_raster() -> None:

@@ -22,8 +22,8 @@ from geosam.runtime.prompts import (
     spatial_order,
     window_points,
 )
-from geosam.runtime.reasons import BELOW_SCORE, OUTSIDE, TOO_LARGE, describe_counts
-from geosam.runtime.segmenter import PromptMask, PromptSegmenter, Skip, segment_prompts
+from geosam.runtime.reasons import BELOW_SCORE, OUTSIDE, describe_counts
+from geosam.runtime.segmenter import PromptMask, PromptSegmenter, segment_prompts
 from geosam.runtime.stretch import SAMPLE_PIXELS, percentile_stretch, sample_shape
 
 
@@ -96,8 +96,8 @@ class ArrayReader:
 
 
 class BoxShyModel:
-    """A stand-in SamModel: every prompt's mask is the whole window, scored 0.9 for clicks
-    and 0.3 for boxes."""
+    """A stand-in SamModel: every prompt's mask is the whole window less its outermost pixels
+    (a parcel the window holds whole), scored 0.9 for clicks and 0.3 for boxes."""
 
     input_size = 256
     ground_resolution_m = None
@@ -107,7 +107,8 @@ class BoxShyModel:
         return Embedding(np.zeros((1, 1, 1, 1), np.float32), image.shape[:2], image.shape[:2])
 
     def decode(self, embedding: Embedding, points=None, labels=None, box=None) -> Prediction:
-        mask = np.ones(embedding.original_size, bool)
+        mask = np.zeros(embedding.original_size, bool)
+        mask[1:-1, 1:-1] = True
         return Prediction(mask, 0.3 if box is not None else 0.9, np.zeros(1), 0)
 
 
@@ -127,14 +128,13 @@ def test_prompt_loop_counts_skips_and_reuses_windows() -> None:
             segmenter, prompts, min_score=0.5, skipped=skipped, progress=lambda d, t: done.append(d)
         )
     )
-    assert skipped == {OUTSIDE: 1, TOO_LARGE: 1, BELOW_SCORE: 1}
+    assert skipped == {OUTSIDE: 1, BELOW_SCORE: 2}  # no box is too large: the huge one is scored
     assert describe_counts(skipped).startswith("1 ")
     masks = [item for item in items if isinstance(item, PromptMask)]
-    assert sorted(m.prompt.index for m in masks) == [0, 1] and segmenter.encoded == 2
-    assert not masks[0].mask[:, :10].any() and masks[0].mask[:, 10:].all()  # nodata removed
+    assert sorted(m.prompt.index for m in masks) == [0, 1] and segmenter.encoded == 3
+    assert not masks[0].mask[:, :10].any() and masks[0].mask[1:-1, 10:-1].all()  # nodata removed
     assert masks[0].geotransform == masks[0].window.transform(ArrayReader.geotransform)
-    too_large = next(i for i in items if isinstance(i, Skip) and i.reason == TOO_LARGE)
-    assert "smaller box" in too_large.detail and done == [1, 2, 3, 4, 5]
+    assert done == [1, 2, 3, 4, 5]
     with pytest.raises(GeosamError, match="all 1 prompts lie outside raster blank"):
         next(segment_prompts(segmenter, [click(-5, 10)]))
     with pytest.raises(GeosamError, match="click inside the parcel"):

@@ -27,7 +27,6 @@ from test_segment import export_tiny
 
 from geosam.cli import cli
 from geosam.runtime.auto import (
-    AutoMask,
     AutoParams,
     MaskMerger,
     TileWindow,
@@ -38,9 +37,9 @@ from geosam.runtime.auto import (
     stability_score,
     suppress,
 )
+from geosam.runtime.masks import AutoMask, claim, fill_holes
 from geosam.runtime.reasons import BELOW_SCORE
 from geosam.segment import SegmentParams, segment_auto
-from geosam.utils.errors import GeosamError
 
 RASTER_CRS = "EPSG:32633"
 ORIGIN = (500_000.0, 5_000_000.0)
@@ -137,7 +136,7 @@ def test_mask_candidates_filters() -> None:
         [
             box_logits((100, 100), (20, 20, 50, 60)),  # kept
             box_logits((100, 100), (20, 20, 50, 60)),  # low predicted IoU
-            box_logits((100, 100), (0, 30, 40, 60)),  # on the inner left edge
+            box_logits((100, 100), (0, 30, 40, 60)),  # on the inner left edge: a piece, cut
             box_logits((100, 100), (30, 0, 60, 30)),  # on the top edge: the raster's
             box_logits((100, 100), (70, 70, 72, 72)),  # too small
             np.linspace(1.5, -1.5, 100)[None, :].repeat(100, axis=0),  # unstable
@@ -147,9 +146,15 @@ def test_mask_candidates_filters() -> None:
     dropped: Counter[str] = Counter()
     params = AutoParams(min_area_px=10)
     kept = mask_candidates(logits, scores, tile, params, dropped=dropped)
-    assert [m.box for m in kept] == [(320, 220, 350, 260), (330, 200, 360, 230)]
+    assert [m.box for m in kept] == [
+        (320, 220, 350, 260),
+        (300, 230, 340, 260),
+        (330, 200, 360, 230),
+    ]
+    assert [m.cut for m in kept] == [False, True, False]
+    assert all(m.seen == ((300, 200, 400, 300),) for m in kept)
     assert kept[0].mask.shape == (40, 30) and kept[0].mask.all() and kept[0].stability == 1.0
-    assert dropped == {"predicted IoU": 1, "window edge": 1, "area": 1, "stability": 1}
+    assert dropped == {"predicted IoU": 1, "area": 1, "stability": 1}
     # nodata pixels are not parcel: the mask shrinks to the valid part
     valid = np.ones((100, 100), bool)
     valid[:, 40:] = False
@@ -216,26 +221,71 @@ def run_merger(tiling: Tiling, labels: np.ndarray, params: AutoParams):
     for tile in tiling.windows():
         final += merger.add(tile, perfect_decoder(labels, tile, params, dropped))
         peak = max(peak, len(merger.pending))
-    return final + merger.flush(), dropped, merger.duplicates, peak
+    return final + merger.flush(), dropped, merger.dropped["duplicate"], peak
 
 
 def test_one_mask_per_parcel_across_windows() -> None:
     """Three windows per row (x 0, 192, 352): a parcel in the overlap of two is found by both
     and kept once, from the better-scored window; a parcel across window 0's east edge
-    (x 256) is cut there, dropped, and taken whole from window 1."""
+    (x 256) is cut there, and its piece joined with the whole parcel window 1 sees, scored
+    by the pieces' areas."""
     tiling = auto_tiling((600, 100), (1.0, 1.0), None, SIZE)
     in_overlap = (200, 30, 240, 70)
     across_edge = (245, 20, 285, 80)
     inside_first = (40, 20, 100, 80)
     boxes = [inside_first, in_overlap, across_edge]
     params = AutoParams(points_per_side=32)
-    final, dropped, duplicates, _ = run_merger(tiling, label_image(boxes, (100, 600)), params)
+    final, _, duplicates, _ = run_merger(tiling, label_image(boxes, (100, 600)), params)
     assert sorted(m.box for m in final) == sorted(boxes)
     assert all(m.mask.all() for m in final)
     by_box = {m.box: m for m in final}
     assert by_box[in_overlap].score == pytest.approx(0.91)  # window 1's, not window 0's
-    assert by_box[across_edge].score == pytest.approx(0.91)
-    assert dropped["window edge"] > 0 and duplicates > 0
+    assert by_box[across_edge].score == pytest.approx((0.90 * 11 + 0.91 * 40) / 51)
+    assert duplicates > 0
+
+
+# Parcels from a tenth of a window (26 px) to three windows (768 px) across on a 1200 px
+# raster of 6 x 6 windows of 256 px; the last is an L of two boxes, whose arms are seen apart.
+MANY_SIZES = [
+    [(8, 8, 776, 776)],
+    [(790, 8, 1190, 508)],
+    [(790, 520, 1100, 700)],
+    [(8, 790, 520, 1000)],
+    [(530, 790, 680, 940)],
+    [(700, 790, 760, 850)],
+    [(780, 720, 806, 746)],
+    [(8, 1010, 776, 1190), (690, 860, 776, 1010)],
+]
+
+
+def many_sizes() -> np.ndarray:
+    labels = np.zeros((1200, 1200), np.int32)
+    for index, boxes in enumerate(MANY_SIZES, start=1):
+        for x0, y0, x1, y1 in boxes:
+            labels[y0:y1, x0:x1] = index
+    return labels
+
+
+def grid_iou(mask: AutoMask, truth: np.ndarray) -> float:
+    x0, y0, x1, y1 = mask.box
+    found = np.zeros_like(truth)
+    found[y0:y1, x0:x1] = mask.mask
+    return float((found & truth).sum() / (found | truth).sum())
+
+
+@pytest.mark.parametrize("coverage", [True, False])
+def test_parcels_of_any_size_are_joined_across_windows(coverage: bool) -> None:
+    """Each window sees only its part of a large parcel (the perfect decoder clips it): the
+    pieces are joined into the whole parcel, once, whatever its size."""
+    labels = many_sizes()
+    tiling = auto_tiling((1200, 1200), (1.0, 1.0), None, SIZE)
+    final, _, _, peak = run_merger(tiling, labels, AutoParams(coverage=coverage, min_area_px=100))
+    assert len(final) == len(MANY_SIZES)
+    for index in range(1, len(MANY_SIZES) + 1):
+        ious = [grid_iou(mask, labels == index) for mask in final]
+        assert sorted(ious)[-1] >= 0.95 and sorted(ious)[-2] < 0.05, index
+    assert all(mask.cut for mask in final if mask.box[2] - mask.box[0] > 300)
+    assert peak <= len(MANY_SIZES)
 
 
 def test_merger_memory_is_bounded() -> None:
@@ -340,7 +390,7 @@ def test_auto_georeferencing_with_a_perfect_model(
     model = coarse_model_dir if coarse else model_dir
     result = segment_auto(raster, model, out, None, AutoParams(points_per_side=16), 100, False)
     found = gpd.read_file(out)
-    assert result.encoded == (4 if coarse else 9) and result.skipped["window edge"] > 0
+    assert result.encoded == (4 if coarse else 9) and result.skipped["predicted IoU"] > 0
     assert result.skipped["duplicate"] > 0 and result.polygons == len(found)
     if coarse:  # the colour each parcel blends into the background with is a ring of its own
         found = found[found.area > 1000.0].reset_index(drop=True)
@@ -423,6 +473,8 @@ def test_cli_auto(model_dir: Path, islands, tmp_path: Path) -> None:
         (["--auto", "--points-per-side", "0"], "--points-per-side"),
         (["--auto", "--overlap", "0.8"], "--overlap"),
         (["--auto", "--min-area", "-1"], "--min-area"),
+        (["--auto", "--min-hole", "-5"], "--min-hole"),
+        (["--prompts", "p.gpkg", "--overlapping"], "--overlapping"),
     ],
 )
 def test_cli_bad_auto_options(args: list[str], message: str, islands, tmp_path: Path) -> None:
@@ -434,9 +486,118 @@ def test_cli_bad_auto_options(args: list[str], message: str, islands, tmp_path: 
     assert not out.exists()
 
 
-def test_nothing_found_is_an_error(model_dir: Path, islands, tmp_path: Path) -> None:
-    """Random weights never reach SAM's default thresholds: one line, no file."""
-    out = tmp_path / "none.gpkg"
-    with pytest.raises(GeosamError, match=r"no parcel found.*predicted IoU"):
-        segment_auto(islands[0], model_dir, out, None, AutoParams(points_per_side=2), 0, False)
-    assert not out.exists()
+def test_nothing_found_writes_an_empty_layer(
+    model_dir: Path, islands, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Random weights never reach SAM's default thresholds: a forest or a lake gives no
+    parcel either, which a batch run must get through. An empty layer and a warning."""
+    out = tmp_path / "none.shp"
+    result = segment_auto(islands[0], model_dir, out, None, AutoParams(points_per_side=2), 0, False)
+    assert result.polygons == 0 and len(gpd.read_file(out)) == 0
+    assert any(
+        r.levelname == "WARNING" and "no parcel found" in r.message and "predicted IoU" in r.message
+        for r in caplog.records
+    )
+
+
+# -- any size, a coverage ------------------------------------------------------------------
+
+
+def map_box(box: tuple[int, int, int, int]) -> shapely.Polygon:
+    """Raster pixels of the 1 m test rasters → their map polygon."""
+    x0, y0, x1, y1 = box
+    return shapely.box(ORIGIN[0] + x0, ORIGIN[1] - y1, ORIGIN[0] + x1, ORIGIN[1] - y0)
+
+
+def matches(found: gpd.GeoDataFrame, truth: list[shapely.Geometry]) -> np.ndarray:
+    """(truth, found) IoU of every pair."""
+    geometries = found.geometry.to_numpy()
+    truth_array = np.array(truth, dtype=object)[:, None]
+    inter = shapely.area(shapely.intersection(truth_array, geometries[None, :]))
+    return inter / shapely.area(shapely.union(truth_array, geometries[None, :]))
+
+
+def assert_coverage(found: gpd.GeoDataFrame) -> None:
+    geometries = found.geometry.to_numpy()
+    assert shapely.coverage_is_valid(geometries)
+    a, b = found.sindex.query(geometries, predicate="intersects")
+    pairs = a < b
+    assert (
+        shapely.area(shapely.intersection(geometries[a[pairs]], geometries[b[pairs]])).max(
+            initial=0.0
+        )
+        < 1e-6
+    )
+
+
+@pytest.mark.usefixtures("perfect_model")
+def test_cli_auto_finds_parcels_of_any_size(model_dir: Path, tmp_path: Path) -> None:
+    """Parcels from a tenth of a window to three windows across (36 windows): each comes out
+    once and whole, as a coverage, though every window sees only its part of the large ones."""
+    truth = [shapely.union_all([map_box(b) for b in boxes]) for boxes in MANY_SIZES]
+    raster = flat_parcels_raster(tmp_path / "sizes.tif", truth, ORIGIN, 1200)
+    out = tmp_path / "sizes.gpkg"
+    result = invoke(str(raster), "--model", str(model_dir), "--auto", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "from 36 windows" in result.stdout
+    found = gpd.read_file(out)
+    iou = matches(found, truth)
+    assert len(found) == len(truth)
+    assert (iou.max(axis=1) >= 0.95).all() and ((iou >= 0.5).sum(axis=0) == 1).all()
+    assert_coverage(found)
+
+
+def test_claim_gives_contested_pixels_to_the_better_mask() -> None:
+    better = auto_mask((0, 0, 40, 40), 0.95)
+    worse = auto_mask((30, 0, 70, 40), 0.9)  # overlaps the better one by 10 px columns
+    pending = auto_mask((60, 0, 100, 40), 0.97)  # still open: takes its pixels from `worse`
+    final, others = claim([worse, better], [pending])
+    assert [m.box for m in [*final, *others]] == [(40, 0, 60, 40), better.box, pending.box]
+    assert all(m.mask.all() for m in [*final, *others])
+    # two open masks are left alone
+    assert [m.box for m in claim([], [worse, better])[1]] == [worse.box, better.box]
+
+
+def test_fill_holes_below_a_size() -> None:
+    mask = np.ones((40, 40), bool)
+    mask[5:8, 5:8] = False  # 9 px hole
+    mask[20:30, 20:30] = False  # 100 px hole
+    mask[0:5, 30:35] = False  # a notch open to the outside: not a hole
+    mask[12, 12] = False
+    mask[13, 13] = False  # two pixels touching diagonally: one 2 px hole
+    filled = fill_holes(mask, 50)
+    assert filled[5:8, 5:8].all() and filled[12, 12] and filled[13, 13]
+    assert not filled[20:30, 20:30].any() and not filled[0:5, 30:35].any()
+    assert (fill_holes(mask, 0) == mask).all() and fill_holes(mask, 101).sum() == 40 * 40 - 25
+
+
+@pytest.mark.usefixtures("perfect_model")
+@pytest.mark.parametrize("simplify", [0.0, 2.5])
+def test_auto_coverage_shares_boundaries_and_fills_small_holes(
+    simplify: float, model_dir: Path, tmp_path: Path
+) -> None:
+    """Touching 60 m parcels (no gap between them) stay apart and share their edges exactly,
+    simplified or not; a 4 m² hole is filled, a 400 m² one (a farmstead) is kept."""
+    parcels = grid_parcels(ORIGIN, 300.0, 60.0, 0.0)
+    small_hole = map_box((22, 22, 24, 24))
+    farmstead = map_box((140, 140, 160, 160))
+    parcels = [p.difference(small_hole).difference(farmstead) for p in parcels]
+    raster = flat_parcels_raster(tmp_path / "touching.tif", parcels, ORIGIN, 300)
+    out = tmp_path / "touching.gpkg"
+    params = SegmentParams(simplify=simplify)
+    result = segment_auto(raster, model_dir, out, params, AutoParams(), 100.0, False, 100.0)
+    found = gpd.read_file(out)
+    assert result.polygons == len(found) == len(parcels) == 25
+    assert_coverage(found)
+    first = found.geometry[found.intersects(small_hole.centroid)].item()
+    assert first.covers(small_hole) and len(first.interiors) == 0
+    assert not found.intersects(farmstead.centroid).any()
+    # neighbours east and west share a 60 m line
+    west = found.geometry[found.intersects(map_box((30, 30, 31, 31)))].item()
+    east = found.geometry[found.intersects(map_box((90, 30, 91, 31)))].item()
+    shared = shapely.intersection(west, east)
+    assert shared.geom_type in ("LineString", "MultiLineString")
+    assert shared.length == pytest.approx(60.0)
+    if simplify == 0.0:
+        filled = [shapely.union(p, small_hole) if p.touches(small_hole) else p for p in parcels]
+        np.testing.assert_allclose(sorted(found.area), sorted(shapely.area(filled)))

@@ -15,8 +15,11 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+from click.testing import CliRunner
 from conftest import flat_parcels_raster, grid_parcels
 from test_segment import export_tiny, run
+
+from geosam.cli import cli
 
 ORIGIN = (500_000.0, 5_000_000.0)
 CRS = "EPSG:32633"
@@ -72,3 +75,46 @@ def test_the_prompted_part_of_a_mask_is_kept(kind: str, all_parts: bool, tmp_pat
     found = gpd.read_file(out).geometry.iloc[0]
     expected = shapely.union_all(parcels) if all_parts else parcels[0]
     assert found.symmetric_difference(expected).area < 1.0
+
+
+@pytest.mark.usefixtures("perfect_model")
+def test_prompts_on_parcels_of_any_size_come_back_whole(tmp_path: Path) -> None:
+    """A box and a point on each parcel from a tenth of a window to three windows across:
+    each gives its whole parcel. The point's window sees only part of a large parcel, cut
+    by the window's edge: it is asked again on windows sized to the mask until it is whole."""
+    from test_segment_auto import MANY_SIZES, map_box
+
+    model = export_tiny(tmp_path)
+    truth = [shapely.union_all([map_box(b) for b in boxes]) for boxes in MANY_SIZES]
+    raster = flat_parcels_raster(tmp_path / "sizes.tif", truth, ORIGIN, 1200)
+    points = [map_box(boxes[0]).centroid for boxes in MANY_SIZES]
+    boxes = [shapely.box(*parcel.bounds) for parcel in truth]
+    prompts = gpd.GeoDataFrame(
+        {"parcel": [*range(len(truth)), *range(len(truth))]},
+        geometry=[*points, *boxes],
+        crs="EPSG:32633",
+    )
+    prompts.to_file(tmp_path / "prompts.gpkg", engine="pyogrio")
+    out = tmp_path / "parcels.gpkg"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "segment",
+            "--quiet",
+            str(raster),
+            "--model",
+            str(model),
+            "--prompts",
+            str(tmp_path / "prompts.gpkg"),
+            "-o",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    found = gpd.read_file(out)
+    assert len(found) == 2 * len(truth)
+    expected = [truth[i] for i in found.parcel]
+    iou = shapely.area(shapely.intersection(found.geometry.values, expected)) / shapely.area(
+        shapely.union(found.geometry.values, expected)
+    )
+    assert (iou >= 0.95).all(), iou

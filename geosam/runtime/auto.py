@@ -14,23 +14,24 @@ as well. The steps, each a function below, so the CLI and the QGIS plugin share 
    :class:`~.windows.Window` requires.
 2. :func:`window_masks`: the point grid of one window through the decoder
    (:meth:`~.model.SamModel.decode_points`), then :func:`mask_candidates` keeps a candidate if
-   its predicted IoU and stability pass, it is large enough, and it does not touch an inner
-   window edge: such a mask continues outside the window, and the overlap guarantees that a
-   parcel smaller than the overlap lies whole in some other window. Edges on the raster's
-   border are not inner: nothing beyond them is missing.
+   its predicted IoU and stability pass and it is large enough. A mask that touches an inner
+   window edge is a piece of a parcel that goes on in the neighbouring windows: it is kept,
+   marked cut (edges on the raster's border are not inner: nothing beyond them is missing).
 3. :class:`MaskMerger`: masks are kept as boxes on the grid with boolean crops (a parcel's
-   worth of memory each, never a window's or the raster's), and :func:`suppress` removes
-   duplicates within and across windows in one greedy pass, best predicted IoU first: two
-   masks are the same parcel when their IoU is high or one lies almost entirely inside the
-   other (a part and its whole are one parcel). Box arithmetic rules out most pairs first;
-   pixel overlaps are counted only for the pairs whose boxes could be duplicates.
-   Windows arrive in raster order, and a mask is handed out as final as soon as no window
-   still to come reaches its box, so memory holds about one row of windows' masks.
+   worth of memory each, never a window's or the raster's, :mod:`.masks`). Pieces that two
+   windows saw alike where both saw the ground are joined into one parcel, however many
+   windows it spans; then :func:`suppress` removes duplicates within and across windows in
+   one greedy pass, best predicted IoU first: two masks are the same parcel when their IoU
+   is high or one lies almost entirely inside the other (a part and its whole are one
+   parcel). Box arithmetic rules out most pairs first; pixel overlaps are counted only for
+   the pairs whose boxes could be duplicates. Windows arrive in raster order, and a parcel
+   is handed out as final as soon as no window still to come reaches its box, so memory
+   holds about one row of windows' masks (plus the parcels that span rows). By default the
+   final parcels are a coverage: a pixel two of them hold goes to the better-ranked.
 4. :class:`AutoSegmenter`: the loop over a raster (:class:`~.reader.RasterReader`: the CLI's
    rasterio reader or the plugin's GDAL one) that runs these steps window by window and hands
-   out each final mask with the geotransform to polygonize it with, counting what it drops.
-   ``geosam segment --auto`` and the plugin's automatic mode only turn its masks into
-   polygons and write them.
+   out each final parcel on the tiling grid, counting what it drops. ``geosam segment
+   --auto`` and the plugin's automatic mode only turn its masks into polygons and write them.
 
 numpy and onnxruntime only, imported relatively: this folder is copied into the QGIS plugin.
 """
@@ -47,14 +48,13 @@ import numpy as np
 
 from . import reasons
 from .errors import GeosamError
+from .masks import AutoMask, GridBox, claim, fill_holes, join, mask_box, seen_alike
 from .reader import RasterReader
 from .windows import GeoTransform, Window, WindowParams, pixel_to_map, sam_coords
 
 if TYPE_CHECKING:  # onnxruntime stays unimported until a model is loaded (the CLI's --help)
     from .model import Embedding, SamModel
 
-# (x0, y0, x1, y1): whole pixels of the tiling grid, end-exclusive.
-GridBox = tuple[int, int, int, int]
 # Windows per side are laid out in blocks of input_size / BLOCKS_PER_WINDOW grid pixels.
 BLOCKS_PER_WINDOW = 16
 # Parcels smaller than this are fragments (slivers at window edges, corners of fields); the
@@ -71,11 +71,14 @@ class AutoParams:
     cost about as much as the window's encoder pass (docs/design-notes.md, "Automatic mode").
     ``pred_iou_thresh`` and ``stability_thresh`` (with ``stability_offset``, in logits) are
     SAM's filters.
-    ``overlap`` is the fraction of the window side shared by neighbours: any parcel smaller
-    than the overlap is seen whole by some window. ``edge_margin`` (fraction of the window
-    side) is how close to an inner window edge a mask may come before it counts as cut by
-    it. ``nms_iou`` and ``containment`` decide duplicates (:func:`suppress`);
-    ``min_area_px`` drops smaller masks, in grid pixels.
+    ``overlap`` is the fraction of the window side shared by neighbours, where pieces of a
+    parcel cut by window edges are recognised as one (:func:`~.masks.seen_alike`).
+    ``edge_margin`` (fraction of the window side) is how close to an inner window edge a mask
+    may come before it counts as cut by it. ``nms_iou`` and ``containment`` decide duplicates
+    (:func:`suppress`); ``nms_iou`` also how well two pieces must agree to be joined.
+    ``min_area_px`` drops smaller parcels and ``min_hole_px`` fills smaller holes, in grid
+    pixels. ``coverage``: no pixel in two parcels (the better-ranked keeps it,
+    :func:`~.masks.claim`); False keeps overlapping masks as SAM gives them.
     """
 
     points_per_side: int = 16
@@ -87,6 +90,8 @@ class AutoParams:
     nms_iou: float = 0.7
     containment: float = 0.9
     min_area_px: float = 0.0
+    min_hole_px: float = 0.0
+    coverage: bool = True
 
     def __post_init__(self) -> None:
         # named as the CLI's options where it has one
@@ -105,6 +110,8 @@ class AutoParams:
             raise GeosamError(f"--points-per-side must be 1 or more, got {self.points_per_side}")
         if self.min_area_px < 0:
             raise GeosamError(f"--min-area must be 0 or more, got {self.min_area_px:g} px")
+        if self.min_hole_px < 0:
+            raise GeosamError(f"--min-hole must be 0 or more, got {self.min_hole_px:g} px")
         if self.stability_offset <= 0:
             raise GeosamError(
                 f"the stability offset must be positive, got {self.stability_offset:g}"
@@ -127,6 +134,13 @@ class TileWindow:
     def shape(self) -> tuple[int, int]:
         """(height, width) of the window's image and masks."""
         return self.window.out_height, self.window.out_width
+
+    @property
+    def box(self) -> GridBox:
+        """The window's pixels on the tiling grid."""
+        x, y = self.origin
+        height, width = self.shape
+        return x, y, x + width, y + height
 
     def overlaps(self, box: GridBox) -> bool:
         """Whether ``box`` (tiling grid) shares pixels with this window."""
@@ -199,8 +213,10 @@ def raster_tiling(
     params: AutoParams,
     min_area_m2: float,
     max_upsample: float,
+    min_hole_m2: float = 0.0,
 ) -> tuple[Tiling, AutoParams]:
-    """One tiling for a whole raster and ``params`` with the minimum area in grid pixels.
+    """One tiling for a whole raster and ``params`` with the minimum area and the largest
+    hole filled in grid pixels.
 
     The grid is sized by the raster's pixels at its centre (``centre_pixel_m``, x and y
     metres): in a geographic CRS pixels shrink towards the poles, but one grid keeps masks of
@@ -211,7 +227,9 @@ def raster_tiling(
         raster_size, centre_pixel_m, ground_resolution_m, input_size, params.overlap, max_upsample
     )
     grid_m2 = centre_pixel_m[0] * tiling.scale[0] * centre_pixel_m[1] * tiling.scale[1]
-    return tiling, replace(params, min_area_px=min_area_m2 / grid_m2)
+    return tiling, replace(
+        params, min_area_px=min_area_m2 / grid_m2, min_hole_px=min_hole_m2 / grid_m2
+    )
 
 
 def auto_tiling(
@@ -257,21 +275,6 @@ def auto_tiling(
     )
 
 
-@dataclass(frozen=True)
-class AutoMask:
-    """A kept mask: ``box`` on the tiling grid, ``mask`` the boolean crop of that box,
-    ``score`` the decoder's predicted IoU, ``stability`` SAM's stability score."""
-
-    box: GridBox
-    mask: np.ndarray
-    score: float
-    stability: float
-
-    @property
-    def area(self) -> int:
-        return int(self.mask.sum())
-
-
 def point_grid(points_per_side: int, shape: tuple[int, int]) -> np.ndarray:
     """(n², 2) x/y point prompts in SAM's pixel convention: the centres of an n x n grid of
     cells over an image of ``shape`` (height, width), as SAM's ``build_point_grid``."""
@@ -300,8 +303,10 @@ def mask_candidates(
     dropped: Counter[str] | None = None,
 ) -> list[AutoMask]:
     """The candidates of one point prompt (logits (K, H, W), predicted IoUs (K,)) that pass
-    automatic mode's filters, as :class:`AutoMask` on the tiling grid. ``valid`` (H, W)
-    clears nodata pixels first; ``dropped`` counts the rest by reason."""
+    automatic mode's filters, as :class:`~.masks.AutoMask` on the tiling grid, holes below
+    ``params.min_hole_px`` filled. ``valid`` (H, W) clears nodata pixels first; ``dropped``
+    counts the rest by reason. A mask cut by an inner window edge is kept, marked ``cut``,
+    whatever its area: it is a piece, measured once joined to the rest of its parcel."""
     dropped = Counter() if dropped is None else dropped
     confident = scores >= params.pred_iou_thresh  # first: the cheapest test, and the strictest
     if not confident.all():
@@ -318,30 +323,24 @@ def mask_candidates(
         if valid is not None:
             mask &= valid
         area = int(mask.sum())
-        if area == 0 or area < params.min_area_px:
+        box = mask_box(mask) if area else (0, 0, 0, 0)
+        cut = area > 0 and touches_inner_edge(box, tile, margin)
+        if area == 0 or (area < params.min_area_px and not cut):
             dropped["area"] += 1
-            continue
-        box = mask_box(mask)
-        if touches_inner_edge(box, tile, margin):
-            dropped["window edge"] += 1
             continue
         x0, y0, x1, y1 = box
         ox, oy = tile.origin
         kept.append(
             AutoMask(
                 (x0 + ox, y0 + oy, x1 + ox, y1 + oy),
-                mask[y0:y1, x0:x1].copy(),
+                fill_holes(mask[y0:y1, x0:x1], params.min_hole_px),
                 float(score),
                 float(stable),
+                (tile.box,),
+                cut,
             )
         )
     return kept
-
-
-def mask_box(mask: np.ndarray) -> GridBox:
-    """The end-exclusive (x0, y0, x1, y1) box of a non-empty boolean mask."""
-    cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def touches_inner_edge(box: GridBox, tile: TileWindow, margin: int) -> bool:
@@ -440,44 +439,99 @@ def duplicates(a: AutoMask, b: AutoMask, params: AutoParams) -> bool:
 
 
 class MaskMerger:
-    """Duplicates removed across windows visited in raster order, in bounded memory.
+    """Masks of windows visited in raster order made into parcels, in bounded memory.
 
-    :meth:`add` takes one window's masks and returns those that are now final: no window
-    still to come reaches their box, so nothing can replace them any more. Until then a mask
-    waits in :attr:`pending`, where a better-scored duplicate from a later window can still
-    remove it. :meth:`flush` returns what is left after the last window.
+    :meth:`add` takes one window's masks, joins the pieces of parcels cut by window edges
+    (:func:`~.masks.seen_alike`, :func:`~.masks.join`), removes duplicates
+    (:func:`suppress`) and returns the parcels that are now final: no window still to come
+    reaches their box, so nothing can extend or replace them any more. Until then a mask
+    waits in :attr:`pending`. In a coverage, a final parcel's contested pixels go to the
+    better-ranked mask (:func:`~.masks.claim`), and a parcel left smaller than
+    ``params.min_area_px`` is dropped; parcels rated below ``min_score`` are dropped before
+    they claim anything. :meth:`flush` returns what is left after the last window.
+    :attr:`dropped` counts what was dropped, by reason.
     """
 
-    def __init__(self, tiling: Tiling, params: AutoParams) -> None:
+    def __init__(self, tiling: Tiling, params: AutoParams, min_score: float | None = None) -> None:
         self.tiling = tiling
         self.params = params
+        self.min_score = min_score
         self.pending: list[AutoMask] = []
-        self.duplicates = 0
+        self.dropped: Counter[str] = Counter()
 
     def add(self, tile: TileWindow, masks: Sequence[AutoMask]) -> list[AutoMask]:
-        """Merge ``tile``'s masks with the pending ones; return the masks now final."""
-        # only pending masks that overlap this window can duplicate one of its masks
+        """Merge ``tile``'s masks with the pending ones; return the parcels now final."""
+        # only pending masks that overlap this window can continue or duplicate its masks
         near = [m for m in self.pending if tile.overlaps(m.box)]
         kept = [m for m in self.pending if not tile.overlaps(m.box)]
+        near, masks = self._join(near, list(masks))
         candidates = [*near, *masks]
         keep = suppress(candidates, self.params, [False] * len(near) + [True] * len(masks))
         kept += [mask for mask, k in zip(candidates, keep, strict=True) if k]
-        self.duplicates += len(keep) - sum(keep)
+        self.dropped["duplicate"] += len(keep) - sum(keep)
+        final = [m for m in kept if not self.tiling.reaches_later(tile, m.box)]
         self.pending = [m for m in kept if self.tiling.reaches_later(tile, m.box)]
-        return [m for m in kept if not self.tiling.reaches_later(tile, m.box)]
+        return self._finish(final)
 
     def flush(self) -> list[AutoMask]:
         """The masks still pending (all final once every window has been added)."""
         final, self.pending = self.pending, []
-        return final
+        return self._finish(final)
+
+    def _join(
+        self, near: list[AutoMask], masks: list[AutoMask]
+    ) -> tuple[list[AutoMask], list[AutoMask]]:
+        """Each pending mask in ``near`` joined with the new ``masks`` that continue it (one
+        of the two cut by a window edge, and alike where both were seen), transitively: a
+        parcel seen in two pieces by earlier windows may be joined through a new one. Returns
+        the pending masks left alone and the new masks, joined ones among them."""
+        group = list(range(len(near) + len(masks)))  # union-find over near + masks
+
+        def root(i: int) -> int:
+            while group[i] != i:
+                i = group[i]
+            return i
+
+        for i, old in enumerate(near):
+            for j, new in enumerate(masks, start=len(near)):
+                if (old.cut or new.cut) and seen_alike(old, new, self.params.nms_iou):
+                    group[root(j)] = root(i)
+        members: dict[int, list[AutoMask]] = {}
+        for i, mask in enumerate([*near, *masks]):
+            members.setdefault(root(i), []).append(mask)
+        alone = [near[i] for i in range(len(near)) if len(members[root(i)]) == 1]
+        joined = [
+            replace(whole, mask=fill_holes(whole.mask, self.params.min_hole_px))
+            for pieces in members.values()
+            if len(pieces) > 1
+            for whole in [join(pieces)]
+        ]
+        singles = [m for j, m in enumerate(masks, start=len(near)) if len(members[root(j)]) == 1]
+        return alone, [*singles, *joined]
+
+    def _finish(self, final: list[AutoMask]) -> list[AutoMask]:
+        """The final parcels, carved into a coverage if asked, less those too small."""
+        if self.min_score is not None:
+            low = [m.score < self.min_score for m in final]
+            self.dropped[reasons.BELOW_SCORE] += sum(low)
+            final = [m for m, below in zip(final, low, strict=True) if not below]
+        if self.params.coverage:
+            final, self.pending = claim(final, self.pending)
+        small = [m.area < max(self.params.min_area_px, 1) for m in final]
+        self.dropped["area"] += sum(small)
+        return [m for m, too_small in zip(final, small, strict=True) if not too_small]
 
 
 class AutoSegmenter:
     """Automatic mode over one raster: the tiling, and :meth:`masks`, the loop over it.
 
-    ``params.min_area_px`` is replaced by ``min_area_m2`` on the tiling's grid
-    (:func:`raster_tiling`); ``min_score`` drops final masks the decoder rates lower.
-    :attr:`dropped` counts the masks dropped, by reason; :attr:`encoded` the windows.
+    ``params.min_area_px`` and ``params.min_hole_px`` are replaced by ``min_area_m2`` and
+    ``min_hole_m2`` on the tiling's grid (:func:`raster_tiling`); ``min_score`` drops final
+    parcels the decoder rates lower. :attr:`dropped` counts the masks dropped, by reason;
+    :attr:`encoded` the windows. :attr:`grid_transform` is the tiling grid's geotransform:
+    a mask whose box starts at grid pixel (x, y) is polygonized at those integer offsets and
+    then mapped through it, so that parcels traced from different boxes share the
+    coordinates of every grid vertex exactly.
     """
 
     def __init__(
@@ -488,6 +542,7 @@ class AutoSegmenter:
         min_area_m2: float = DEFAULT_MIN_AREA_M2,
         min_score: float | None = None,
         max_upsample: float = WindowParams.max_upsample,
+        min_hole_m2: float = 0.0,
     ) -> None:
         width, height = reader.size
         self.tiling, self.params = raster_tiling(
@@ -498,12 +553,14 @@ class AutoSegmenter:
             params,
             min_area_m2,
             max_upsample,
+            min_hole_m2,
         )
         self.model = model
         self.reader = reader
         self.min_score = min_score
         self.dropped: Counter[str] = Counter()
         self.encoded = 0
+        self.grid_transform = self.tiling.transform(reader.geotransform, 0, 0)
 
     @property
     def prompts(self) -> int:
@@ -514,13 +571,13 @@ class AutoSegmenter:
         self,
         progress: Callable[[int, int], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
-    ) -> Iterator[tuple[AutoMask, GeoTransform]]:
-        """Every final mask, with the geotransform (GDAL order) of its crop's grid.
+    ) -> Iterator[AutoMask]:
+        """Every final parcel as a mask on the tiling grid (:attr:`grid_transform`).
 
         ``progress(done, total)`` is called after each window; ``cancelled()`` is asked
         before each, and stops the loop at once (the masks still pending are not handed out).
         """
-        merger = MaskMerger(self.tiling, self.params)
+        merger = MaskMerger(self.tiling, self.params, self.min_score)
         for done, tile in enumerate(self.tiling.windows()):
             if cancelled is not None and cancelled():
                 return
@@ -528,15 +585,8 @@ class AutoSegmenter:
             self.encoded += 1
             valid = self.reader.valid(tile.window)
             found = window_masks(self.model, embedding, tile, self.params, valid, self.dropped)
-            yield from self._final(merger.add(tile, found))
+            yield from merger.add(tile, found)
             if progress is not None:
                 progress(done + 1, len(self.tiling))
-        yield from self._final(merger.flush())
-        self.dropped["duplicate"] = merger.duplicates
-
-    def _final(self, masks: list[AutoMask]) -> Iterator[tuple[AutoMask, GeoTransform]]:
-        for mask in masks:
-            if self.min_score is not None and mask.score < self.min_score:
-                self.dropped[reasons.BELOW_SCORE] += 1
-                continue
-            yield mask, self.tiling.transform(self.reader.geotransform, mask.box[0], mask.box[1])
+        yield from merger.flush()
+        self.dropped.update(merger.dropped)

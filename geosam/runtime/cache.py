@@ -64,14 +64,21 @@ class EmbeddingCache:
         box: Box,
         margin: float,
         raster_size: tuple[int, int] | None = None,
+        max_scale: float = float("inf"),
     ) -> tuple[Window, Embedding] | None:
         """A cached window of ``raster_id`` holding ``box`` (pixel coordinates) with ``margin``
         pixels around it (clipped to ``raster_size`` when given, see
-        :meth:`Window.contains`), most recently used first; None (a miss) if there is none.
+        :meth:`Window.contains`), no coarser than ``max_scale`` source pixels per output
+        pixel (a window grown for a large parcel must not answer a small one at its coarse
+        scale), most recently used first; None (a miss) if there is none.
         """
         for key in reversed(self.entries):
             window = Window(*key[1])
-            if key[0] == raster_id and window.contains(box, margin, raster_size):
+            if (
+                key[0] == raster_id
+                and max(window.scale) <= max_scale * (1 + 1e-9)
+                and window.contains(box, margin, raster_size)
+            ):
                 self.hits += 1
                 self.entries.move_to_end(key)
                 return window, self.entries[key]

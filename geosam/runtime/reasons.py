@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 
 OUTSIDE = "outside the raster"
-TOO_LARGE = "too large for the model"
 BELOW_SCORE = "below the minimum score"
 EMPTY = "empty mask"
 

@@ -28,7 +28,16 @@ from .cache import EmbeddingCache
 from .errors import GeosamError
 from .prompts import Prompt, context_margin, inside, spatial_order, window_points
 from .reader import RasterReader
-from .windows import GeoTransform, Window, WindowParams, prompt_window, sam_coords
+from .windows import (
+    Box,
+    GeoTransform,
+    Window,
+    WindowParams,
+    cut_by_window,
+    prompt_box,
+    prompt_window,
+    sam_coords,
+)
 
 if TYPE_CHECKING:
     from .model import Embedding, Prediction, SamModel
@@ -86,7 +95,7 @@ class PromptSegmenter:
 
         A cached window answers when it holds the prompt with the context prompt_window
         would have given it; otherwise a new window is centred on the prompt. GeosamError
-        for a prompt without a positive part, off the raster or too large for the model.
+        for a prompt without a positive part or off the raster.
         """
         if not prompt.positive:
             raise GeosamError("click inside the parcel (left button) or drag a box around it first")
@@ -94,11 +103,11 @@ class PromptSegmenter:
             raise GeosamError(
                 f"the prompt lies outside {self.reader.description}: click on the image"
             )
-        bounds = prompt.bounds
-        margin = context_margin(bounds, self.params)
-        found = self.cache.find(self.raster_id, bounds, margin, self.reader.size)
-        if found is not None:
-            return found
+        return self._locate_bounds(prompt.bounds)
+
+    def _locate_bounds(self, bounds: Box) -> tuple[Window, Embedding | None]:
+        """The cached window that holds ``bounds`` with context at the scale the window
+        centred on it would have, or that window."""
         centre = ((bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2)
         window = prompt_window(
             bounds,
@@ -108,6 +117,10 @@ class PromptSegmenter:
             self.model.input_size,
             self.params,
         )
+        margin = context_margin(bounds, self.params)
+        found = self.cache.find(self.raster_id, bounds, margin, self.reader.size, max(window.scale))
+        if found is not None:
+            return found
         return window, self.cache.get((self.raster_id, window.key))
 
     def encode(self, window: Window) -> Embedding:
@@ -138,10 +151,35 @@ class PromptSegmenter:
             self.remember(window, embedding)
         return embedding
 
+    def grow(self, result: PromptMask) -> tuple[Window, Embedding | None] | None:
+        """Where to ask again when ``result``'s mask is cut by an edge of its window inside
+        the raster (a parcel larger than the window, prompted by a point or a box the parcel
+        overflows): the window holding the prompt and the whole mask with context, coarser
+        as it must be, and its embedding if cached. None when the mask is whole, or the
+        window already is the whole raster."""
+        mask, window = result.mask, result.window
+        if not mask.any() or not cut_by_window(mask, window, self.reader.size):
+            return None
+        cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+        corners = window.output_to_pixel(
+            np.array([[cols[0], rows[0]], [cols[-1] + 1, rows[-1] + 1]])
+        )
+        bounds = prompt_box(corners, result.prompt.bounds)
+        grown = self._locate_bounds(bounds)
+        return None if grown[0] == window else grown
+
     def segment(self, prompt: Prompt) -> PromptMask:
-        """All steps on the calling thread, encoding only a window not cached."""
+        """All steps on the calling thread, encoding only a window not cached; a mask cut by
+        its window's edge is asked for again on a larger window (:meth:`grow`), at most
+        ``params.max_grow`` times."""
         window, embedding = self.locate(prompt)
-        return self.predict(prompt, window, self.ensure(window, embedding))
+        result = self.predict(prompt, window, self.ensure(window, embedding))
+        for _ in range(self.params.max_grow):
+            grown = self.grow(result)
+            if grown is None:
+                break
+            result = self.predict(prompt, grown[0], self.ensure(*grown))
+        return result
 
 
 def decode_prompt(
@@ -205,11 +243,7 @@ def _segment_one(
 ) -> PromptMask | Skip:
     if not inside(prompt, segmenter.reader.size):
         return Skip(prompt, reasons.OUTSIDE)
-    try:
-        window, embedding = segmenter.locate(prompt)
-    except GeosamError as error:  # the prompt is inside: its box is too large
-        return Skip(prompt, reasons.TOO_LARGE, str(error))
-    result = segmenter.predict(prompt, window, segmenter.ensure(window, embedding))
+    result = segmenter.segment(prompt)
     if min_score is not None and result.score < min_score:
         return Skip(prompt, reasons.BELOW_SCORE)
     if not result.mask.any():

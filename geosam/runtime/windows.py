@@ -15,9 +15,10 @@ raster with non-square ground pixels (a geographic CRS away from the equator) be
 pixels. Rasters coarser than the model are upsampled at most :attr:`WindowParams.max_upsample`
 times (beyond that interpolation invents nothing SAM can use, and the window covers more
 ground instead). A prompt box that does not fit the footprint with its margin (a parcel
-larger than S model pixels) is downsampled further, at most
-:attr:`WindowParams.max_downsample` times the model's resolution; a larger box is refused,
-since SAM at a quarter of its training resolution no longer finds parcel edges reliably.
+larger than S model pixels) is downsampled further, as far as it takes: no parcel is too
+large for a prompt. A point on a parcel larger than its window gives a mask cut by the
+window's edge; :func:`cut_by_window` tells, and the prompt loop then asks again on a window
+sized to the mask (:meth:`.segmenter.PromptSegmenter.grow`).
 
 Coordinates: "pixel" coordinates are continuous in the source raster's grid, (0, 0) at the
 top-left corner of the top-left pixel, x to the right (columns), y down (rows), as GDAL's;
@@ -75,13 +76,14 @@ class WindowParams:
     ``margin`` is the least context on each side of the prompt box, as a fraction of the box
     size, plus ``min_margin_px`` model pixels (so a single point still gets context); the
     window is usually much larger (the whole footprint), these only matter for huge boxes and
-    for deciding whether a cached window can answer a new prompt.
+    for deciding whether a cached window can answer a new prompt. ``max_grow`` bounds how
+    many times a mask cut by its window's edge is asked for again on a larger window.
     """
 
     margin: float = 0.25
     min_margin_px: float = 16.0
     max_upsample: float = 2.0
-    max_downsample: float = 4.0
+    max_grow: int = 4
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ def prompt_window(
     ``raster_size`` is (width, height); ``pixel_size_m`` the raster's (x, y) pixel size in
     metres (positive; for a geographic CRS, measured at the prompt); ``ground_resolution_m``
     the model's metres per pixel, None to keep the raster's. Raises GeosamError for a box
-    outside the raster or too large for the model (see the module doc).
+    outside the raster.
     """
     width, height = raster_size
     x1, y1 = max(box[0], 0.0), max(box[1], 0.0)
@@ -191,14 +193,7 @@ def prompt_window(
         for extent, s in ((x2 - x1, scale[0]), (y2 - y1, scale[1]))
     )
     if needed > input_size:
-        factor = needed / input_size
-        if factor > params.max_downsample:
-            raise GeosamError(
-                f"the prompt spans {(x2 - x1) * pixel_size_m[0]:.0f} x "
-                f"{(y2 - y1) * pixel_size_m[1]:.0f} m, more than the model sees at "
-                f"{params.max_downsample:g}x its ground resolution: give a smaller box"
-            )
-        scale = [s * factor for s in scale]
+        scale = [s * needed / input_size for s in scale]
     cols = _span((x1 + x2) / 2.0, input_size * scale[0], width)
     rows = _span((y1 + y2) / 2.0, input_size * scale[1], height)
     out_w = min(input_size, max(1, round((cols[1] - cols[0]) / scale[0])))
@@ -213,3 +208,16 @@ def _span(centre: float, extent: float, limit: int) -> tuple[int, int]:
         return 0, limit
     start = min(max(centre - extent / 2.0, 0.0), limit - extent)
     return math.floor(start), min(limit, math.ceil(start + extent))
+
+
+def cut_by_window(mask: np.ndarray, window: Window, raster_size: tuple[int, int]) -> bool:
+    """Whether ``mask`` (the window's output grid) reaches an edge of ``window`` that lies
+    inside the raster: the parcel may go on beyond it, unseen."""
+    width, height = raster_size
+    cols, rows = mask.any(axis=0), mask.any(axis=1)
+    return bool(
+        (window.col_off > 0 and cols[0])
+        or (window.row_off > 0 and rows[0])
+        or (window.col_off + window.width < width and cols[-1])
+        or (window.row_off + window.height < height and rows[-1])
+    )

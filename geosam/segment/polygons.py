@@ -57,6 +57,39 @@ def mask_to_polygon(
     return polygonal(shapely.make_valid(geometry))
 
 
+def grid_polygon(
+    mask: np.ndarray, offset: tuple[int, int], grid_transform: GeoTransform, coverage: bool
+) -> shapely.Geometry | None:
+    """The (multi)polygon of a boolean ``mask`` whose pixel (0, 0) is pixel ``offset`` (x, y)
+    of the grid ``grid_transform`` (GDAL order), unsimplified; None when the mask is empty.
+
+    Traced in whole grid pixels and only then mapped, so every grid vertex gets the same map
+    coordinates in every polygon. With ``coverage`` each edge also gets a vertex at every
+    grid vertex along it: a coverage's neighbours then hold the same vertices on their shared
+    boundary, as GEOS's coverage operations require (a straight edge of one parcel may be
+    several edges of its neighbours)."""
+    if not mask.any():
+        return None
+    shapes = features.shapes(
+        mask.astype(np.uint8), mask=mask, transform=Affine.translation(*offset)
+    )
+    geometry = shapely.union_all([shapely.geometry.shape(shape) for shape, _ in shapes])
+    if coverage:
+        geometry = shapely.segmentize(geometry, 1.0)
+    t = grid_transform
+    return polygonal(
+        shapely.transform(
+            geometry,
+            lambda xy: np.column_stack(
+                [
+                    t[0] + xy[:, 0] * t[1] + xy[:, 1] * t[2],
+                    t[3] + xy[:, 0] * t[4] + xy[:, 1] * t[5],
+                ]
+            ),
+        )
+    )
+
+
 def prompted_parts(
     geometry: shapely.Geometry,
     points: np.ndarray | None = None,
@@ -141,7 +174,8 @@ def check_writable(path: Path) -> None:
 
 
 def write_features(frame: gpd.GeoDataFrame, path: Path, driver: str) -> dict[str, str]:
-    """Write ``frame`` to ``path`` atomically; returns the Shapefile field renames made."""
+    """Write ``frame`` to ``path`` atomically; returns the Shapefile field renames made. An
+    empty frame is written as an empty polygon layer (its geometry type cannot be inferred)."""
     renames = shapefile_names(list(frame.columns.drop(frame.geometry.name)))
     if driver == "ESRI Shapefile":
         frame = frame.rename(columns=renames)
@@ -151,7 +185,8 @@ def write_features(frame: gpd.GeoDataFrame, path: Path, driver: str) -> dict[str
     try:
         staged = staging / path.name
         layer = path.stem
-        frame.to_file(staged, driver=driver, layer=layer, engine="pyogrio")
+        options = {"geometry_type": "MultiPolygon"} if frame.empty else {}
+        frame.to_file(staged, driver=driver, layer=layer, engine="pyogrio", **options)
         if driver == "ESRI Shapefile":
             for suffix in SHAPEFILE_PARTS:
                 if not staged.with_suffix(suffix).exists():

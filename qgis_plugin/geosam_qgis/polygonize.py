@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from osgeo import gdal, ogr
 from qgis.core import QgsGeometry, QgsPointXY, QgsWkbTypes
+from qgis.PyQt.QtGui import QTransform
 
 from .runtime.errors import GeosamError
 from .runtime.prompts import prompted_part_indexes
@@ -84,6 +85,26 @@ def mask_to_geometry(
     if simplify > 0:
         geometry = geometry.simplify(simplify)
     return polygonal(geometry.makeValid())
+
+
+def grid_geometry(
+    mask: np.ndarray, offset: tuple[int, int], grid_transform: GeoTransform, coverage: bool
+) -> QgsGeometry | None:
+    """The (multi)polygon of a boolean ``mask`` whose pixel (0, 0) is pixel ``offset`` (x, y)
+    of the grid ``grid_transform`` (GDAL order), unsimplified; None when the mask is empty.
+
+    As the CLI's ``grid_polygon``: traced in whole grid pixels and only then mapped, so every
+    grid vertex gets the same map coordinates in every parcel; with ``coverage`` each edge gets
+    a vertex at every grid vertex along it, so neighbours hold the same vertices on their
+    shared boundary."""
+    geometry = mask_to_geometry(mask, (float(offset[0]), 1.0, 0.0, float(offset[1]), 0.0, 1.0))
+    if geometry is None:
+        return None
+    if coverage:
+        geometry = geometry.densifyByDistance(1.0)
+    t = grid_transform
+    geometry.transform(QTransform(t[1], t[4], t[2], t[5], t[0], t[3]))
+    return geometry
 
 
 def polygonal(geometry: QgsGeometry) -> QgsGeometry | None:

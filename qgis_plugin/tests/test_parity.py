@@ -62,9 +62,9 @@ def test_automatic_mode_gives_the_cli_masks(
     auto = AutoSegmenter(model, raster, AutoParams(**json.loads(str(expected["auto"]))), 0.0)
     masks = list(auto.masks())
     assert len(masks) == len(expected["auto_score"]) > 0
-    assert [list(mask.box) for mask, _ in masks] == expected["auto_box"].tolist()
-    assert [mask.score for mask, _ in masks] == pytest.approx(expected["auto_score"].tolist())
-    assert np.allclose([t for _, t in masks], expected["auto_geotransform"])
+    assert [list(mask.box) for mask in masks] == expected["auto_box"].tolist()
+    assert [mask.score for mask in masks] == pytest.approx(expected["auto_score"].tolist())
+    assert np.allclose(auto.grid_transform, expected["auto_geotransform"])
     assert dict(auto.dropped) == json.loads(str(expected["auto_dropped"]))
-    for number, (mask, _) in enumerate(masks):
+    for number, mask in enumerate(masks):
         assert np.array_equal(mask.mask, expected[f"auto_mask_{number}"]), number

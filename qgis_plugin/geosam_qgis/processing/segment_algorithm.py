@@ -14,7 +14,9 @@ prompt fields of those names are kept as ``src_score``/``src_area_m2``.
 
 Automatic mode ignores prompts and finds every parcel with the runtime's automatic mode (see
 :mod:`geosam_qgis.auto_mode`), as ``geosam segment --auto`` does: output fields ``score``,
-``stability``, ``area_m2``.
+``stability``, ``area_m2``; by default a coverage (no pixel in two parcels), with holes below
+the smallest hole filled. A raster where no parcel is found gives an empty layer and a
+warning, so that batch runs go on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qgis.core import (
+    Qgis,
     QgsCoordinateTransform,
     QgsFeature,
     QgsFeatureSink,
@@ -77,6 +80,8 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
     MODEL = "MODEL"
     AUTO = "AUTO"
     MIN_AREA = "MIN_AREA"
+    MIN_HOLE = "MIN_HOLE"
+    OVERLAPPING = "OVERLAPPING"
     POINTS_PER_SIDE = "POINTS_PER_SIDE"
     PRED_IOU_THRESH = "PRED_IOU_THRESH"
     STABILITY_THRESH = "STABILITY_THRESH"
@@ -106,7 +111,12 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             "Output: polygons in the raster's CRS with the prompt's attributes, score (the "
             "model's IoU estimate) and area_m2 (on the ellipsoid).\n"
             "Averaging over mirror images runs the model on each window and its three mirror "
-            "images and averages the four predictions: steadier edges, 4x the time."
+            "images and averages the four predictions: steadier edges, 4x the time.\n"
+            "Automatic mode finds every parcel without prompts. By default the parcels form a "
+            "coverage: no pixel belongs to two parcels (a contested pixel goes to the parcel "
+            "of higher predicted IoU, then stability) and neighbours share their boundary "
+            "exactly; QGIS 3.22 cannot simplify a coverage, so the simplify tolerance then "
+            "applies only to overlapping parcels (the option below)."
         )
 
     def createInstance(self) -> SegmentParcelsAlgorithm:
@@ -160,6 +170,22 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 type=QgsProcessingParameterNumber.Double,
                 defaultValue=DEFAULT_MIN_AREA_M2,
                 minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_HOLE,
+                "Automatic mode: fill holes smaller than (m²)",
+                type=QgsProcessingParameterNumber.Double,
+                defaultValue=DEFAULT_MIN_AREA_M2,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.OVERLAPPING,
+                "Automatic mode: overlapping parcels, as the model gives them (not a coverage)",
+                defaultValue=False,
             )
         )
         defaults = AutoParams()
@@ -343,8 +369,12 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
         raster: RasterWindows,
     ) -> tuple[QgsFields, list[Record]]:
         """Automatic mode: every parcel, with score and stability."""
-        from ..auto_mode import segment_all
+        from ..auto_mode import NO_COVERAGE_SIMPLIFY, segment_all
 
+        coverage = not self.parameterAsBool(parameters, self.OVERLAPPING, context)
+        simplify = self.parameterAsDouble(parameters, self.SIMPLIFY, context)
+        if coverage and simplify > 0:
+            feedback.pushWarning(NO_COVERAGE_SIMPLIFY.format(version=Qgis.QGIS_VERSION))
         parcels, dropped = segment_all(
             model,
             raster,
@@ -353,14 +383,23 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 pred_iou_thresh=self.parameterAsDouble(parameters, self.PRED_IOU_THRESH, context),
                 stability_thresh=self.parameterAsDouble(parameters, self.STABILITY_THRESH, context),
                 overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
+                coverage=coverage,
             ),
-            self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            (
+                self.parameterAsDouble(parameters, self.MIN_AREA, context),
+                self.parameterAsDouble(parameters, self.MIN_HOLE, context),
+            ),
             self.parameterAsDouble(parameters, self.MIN_SCORE, context),
-            self.parameterAsDouble(parameters, self.SIMPLIFY, context),
+            simplify,
             feedback,
         )
         report(feedback, "masks dropped", dropped)
         feedback.pushInfo(f"{len(parcels)} parcels found")
+        if not parcels:
+            feedback.pushWarning(
+                f"no parcel found in {raster.description}: the output layer is empty; lower "
+                "the minimum predicted IoU, stability or parcel area if parcels were expected"
+            )
         fields = QgsFields()
         for name in AUTO_FIELDS:
             fields.append(QgsField(name, QVariant.Double))

@@ -1,0 +1,130 @@
+"""Automatic mode through the plugin's reader with a perfect model: parcels of any size, once.
+
+The perfect model (as the CLI tests' ``perfect_model``) keeps the image as its "embedding" and
+answers a point with the region of the colour under it, clipped to the window it sees, and
+rates black (between parcels) 0. On a raster of flat-coloured parcels from a tenth of a window
+to three windows across, the Processing algorithm must give every parcel once and whole, as a
+coverage; on a black raster, an empty layer and a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal, osr
+from qgis.core import QgsApplication, QgsGeometry, QgsProcessingFeedback, QgsRectangle
+
+ALGORITHM = "geosam:segment_parcels"
+ORIGIN = (520000.0, 5350000.0)
+# Raster pixel boxes (x0, y0, x1, y1) of each parcel on a 1200 px raster (36 windows of the
+# tiny model's 256 px); the last parcel is an L of two boxes.
+PARCELS = [
+    [(8, 8, 776, 776)],
+    [(790, 8, 1190, 508)],
+    [(790, 520, 1100, 700)],
+    [(8, 790, 520, 1000)],
+    [(530, 790, 680, 940)],
+    [(700, 790, 760, 850)],
+    [(780, 720, 806, 746)],
+    [(8, 1010, 776, 1190), (690, 860, 776, 1010)],
+]
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing: None) -> Iterator[None]:
+    from geosam_qgis.processing.provider import GeosamProvider
+
+    registered = GeosamProvider()
+    QgsApplication.processingRegistry().addProvider(registered)
+    yield
+    QgsApplication.processingRegistry().removeProvider(registered)
+
+
+@pytest.fixture
+def perfect_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from geosam_qgis.runtime.model import Embedding, SamModel
+
+    def encode(self: SamModel, image: np.ndarray) -> Embedding:
+        return Embedding(image[None], image.shape[:2], image.shape[:2])
+
+    def decode_points(self: SamModel, embedding: Embedding, points: np.ndarray):
+        image = embedding.array[0].astype(np.int64)
+        keys = image[..., 0] << 16 | image[..., 1] << 8 | image[..., 2]
+        for x, y in np.round(points).astype(int):
+            score = 0.95 if keys[y, x] else 0.0
+            yield np.where(keys == keys[y, x], 10.0, -10.0)[None], np.array([score])
+
+    monkeypatch.setattr(SamModel, "encode", encode)
+    monkeypatch.setattr(SamModel, "decode_points", decode_points)
+
+
+def flat_raster(path: Path, parcels: list[list[tuple[int, int, int, int]]]) -> Path:
+    """A 1 m, 1200 px RGB GeoTIFF (EPSG:32633) with each parcel in a colour of its own."""
+    data = np.zeros((3, 1200, 1200), np.uint8)
+    for index, boxes in enumerate(parcels, start=1):
+        for x0, y0, x1, y1 in boxes:
+            data[:, y0:y1, x0:x1] = np.array([40 + index, 200 - index, 7 * index])[:, None, None]
+    raster = gdal.GetDriverByName("GTiff").Create(str(path), 1200, 1200, 3, gdal.GDT_Byte)
+    raster.SetGeoTransform((ORIGIN[0], 1.0, 0.0, ORIGIN[1], 0.0, -1.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    raster.SetProjection(srs.ExportToWkt())
+    for band in range(3):
+        raster.GetRasterBand(band + 1).WriteArray(data[band])
+    raster.FlushCache()
+    return path
+
+
+def truth(boxes: list[tuple[int, int, int, int]]) -> QgsGeometry:
+    return QgsGeometry.unaryUnion(
+        [
+            QgsGeometry.fromRect(
+                QgsRectangle(ORIGIN[0] + x0, ORIGIN[1] - y1, ORIGIN[0] + x1, ORIGIN[1] - y0)
+            )
+            for x0, y0, x1, y1 in boxes
+        ]
+    )
+
+
+class Warnings(QgsProcessingFeedback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.warnings: list[str] = []
+
+    def pushWarning(self, warning: str) -> None:
+        self.warnings.append(warning)
+        super().pushWarning(warning)
+
+
+def run_auto(raster: Path, model_dir: Path, feedback: QgsProcessingFeedback | None = None):
+    import processing
+
+    parameters = {"INPUT": str(raster), "MODEL": str(model_dir), "AUTO": True, "OUTPUT": "memory:"}
+    return processing.run(ALGORITHM, parameters, feedback=feedback)["OUTPUT"]
+
+
+@pytest.mark.usefixtures("provider", "perfect_model")
+def test_parcels_of_any_size_come_out_once_as_a_coverage(model_dir: Path, tmp_path: Path) -> None:
+    output = run_auto(flat_raster(tmp_path / "sizes.tif", PARCELS), model_dir)
+    found = [feature.geometry() for feature in output.getFeatures()]
+    assert len(found) == len(PARCELS)
+    for boxes in PARCELS:
+        expected = truth(boxes)
+        ious = sorted(g.intersection(expected).area() / g.combine(expected).area() for g in found)
+        assert ious[-1] >= 0.95 and ious[-2] < 0.05, boxes
+    for i, a in enumerate(found):
+        for b in found[i + 1 :]:
+            assert a.intersection(b).area() < 1e-6
+    del output
+
+
+@pytest.mark.usefixtures("provider", "perfect_model")
+def test_no_parcel_is_an_empty_layer_and_a_warning(model_dir: Path, tmp_path: Path) -> None:
+    feedback = Warnings()
+    output = run_auto(flat_raster(tmp_path / "black.tif", []), model_dir, feedback)
+    assert output.featureCount() == 0
+    assert any("no parcel found" in warning for warning in feedback.warnings)
+    del output
