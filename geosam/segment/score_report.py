@@ -181,7 +181,10 @@ def render(score: MapScore, path: Path) -> None:
         Patch(facecolor="none", edgecolor=FOUND, label="true parcel found"),
         Patch(facecolor="none", edgecolor=MISSED, label="true parcel missed"),
     ]
-    fig.legend(handles=legend, loc="lower center", ncol=4, frameon=False)
+    # under the first panel's drawn box (its aspect shrinks it), so a tight crop keeps it close
+    axes.flat[0].legend(
+        handles=legend, loc="upper left", bbox_to_anchor=(0, -0.01), ncol=2, frameon=False
+    )
     save_figure(fig, path)
 
 
