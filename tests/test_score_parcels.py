@@ -123,6 +123,19 @@ def test_an_empty_map_scores_zero_recall() -> None:
     assert (scores.precision, scores.recall, scores.f1, scores.covered) == (None, 0, 0, 0)
 
 
+def test_a_rasters_nodata_is_outside_its_area(tmp_path: Path) -> None:
+    """Parcels over the nodata half of a raster are not scored: the map could not find them."""
+    from geosam.segment.score_inputs import raster_area
+
+    data = textured(100, 400)
+    data[:, :, 200:] = 0
+    raster = write_raster(tmp_path / "half.tif", data, origin=(X0, Y0 + 100), nodata=0)
+    area = raster_area(raster)
+    assert area.geometry.area == pytest.approx(200 * 100)
+    scores = score_parcel_map(frame([(0, 100)]), frame([(0, 100), (250, 350)]), [area])
+    assert (scores.overall.scores.truth, scores.overall.scores.matched) == (1, 1)
+
+
 @pytest.fixture
 def files(parcels, tmp_path: Path) -> dict[str, Path]:
     """The parcels as files (truth in EPSG:4326) and a raster under the first four cases."""

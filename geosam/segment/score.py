@@ -50,12 +50,12 @@ MIN_INSIDE = 0.5
 
 @dataclass(frozen=True)
 class ScoredArea:
-    """Where a map is scored: ``geometry`` in ``crs`` (None: everywhere), named for its row of
-    the report; ``raster`` is drawn under the parcels in the picture."""
+    """Where a map is scored: ``geometry`` in ``crs`` (None: everywhere; no CRS: the map's),
+    named for its row of the report; ``raster`` is drawn under the parcels in the picture."""
 
     name: str
     geometry: shapely.Geometry | None
-    crs: CRS | None = None
+    crs: CRS | str | None = None
     raster: Path | None = None
 
 
@@ -212,6 +212,7 @@ def score_parcel_map(
 
 
 def _in_crs(area: ScoredArea, crs: CRS) -> ScoredArea:
+    """``area`` reprojected to ``crs``."""
     if area.geometry is None or area.crs is None or CRS(area.crs) == CRS(crs):
         return area
     geometry = gpd.GeoSeries([area.geometry], crs=area.crs).to_crs(crs).iloc[0]

@@ -140,7 +140,12 @@ def write_report(score: MapScore, out_dir: Path, sources: dict[str, str]) -> Non
         "min_inside": MIN_INSIDE,
         "overall": score.overall.scores.to_dict(),
         "areas": [
-            {"name": result.area.name, **result.scores.to_dict()} for result in score.per_area
+            {
+                "name": result.area.name,
+                "raster": _path(result.area.raster),
+                **result.scores.to_dict(),
+            }
+            for result in score.per_area
         ],
     }
     (out_dir / "scores.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -186,6 +191,10 @@ def render(score: MapScore, path: Path) -> None:
         handles=legend, loc="upper left", bbox_to_anchor=(0, -0.01), ncol=2, frameon=False
     )
     save_figure(fig, path)
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _row(name: str, scores: ParcelScores) -> list[str]:
