@@ -645,7 +645,7 @@ def segment(
 
 
 @cli.command("score-parcels")
-@click.argument("predicted", type=click.Path(path_type=Path))
+@click.argument("predicted", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--truth",
     type=click.Path(path_type=Path),
@@ -653,7 +653,7 @@ def segment(
     "labels the dataset was cut from).",
 )
 @click.option("--truth-layer", help="Layer of a multi-layer truth file.")
-@click.option("--layer", help="Layer of a multi-layer PREDICTED file.")
+@click.option("--layer", help="Layer of multi-layer PREDICTED files.")
 @click.option(
     "--raster",
     "rasters",
@@ -684,7 +684,7 @@ def segment(
 )
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 def score_parcels(
-    predicted: Path,
+    predicted: tuple[Path, ...],
     truth: Path | None,
     truth_layer: str | None,
     layer: str | None,
@@ -695,9 +695,10 @@ def score_parcels(
     output: Path,
     overwrite: bool,
 ) -> None:
-    """Score the parcel map PREDICTED (e.g. from geosam segment --auto) against true parcels:
-    object precision, recall and F1 at --iou with one-to-one matching, mean IoU of the matches
-    and the share of the truth's area covered, overall and per raster."""
+    """Score the parcel map PREDICTED (files of geosam segment --auto, e.g. one per raster)
+    against true parcels: object precision, recall and F1 at --iou with one-to-one matching,
+    mean IoU of the matches and the share of the truth's area covered, overall and per
+    raster."""
     from geosam.segment.score_report import score_parcel_files
 
     _, table = score_parcel_files(

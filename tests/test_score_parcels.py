@@ -167,6 +167,20 @@ def test_cli_writes_scores_table_and_picture(files, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_cli_joins_one_map_per_raster_in_any_crs(parcels, files, tmp_path: Path) -> None:
+    predicted, _ = parcels
+    first, second = tmp_path / "first.gpkg", tmp_path / "second.shp"
+    predicted.iloc[:3].to_file(first, engine="pyogrio")
+    predicted.iloc[3:].to_crs("EPSG:4326").to_file(second, engine="pyogrio")
+    out = tmp_path / "scores"
+    result = run(first, second, "--truth", files["truth"], "-o", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "scores.json").read_text())
+    assert record["predicted"] == [str(first), str(second)]
+    overall = record["overall"]
+    assert (overall["truth"], overall["predicted"], overall["matched"]) == (6, 6, 3)
+
+
 def test_cli_scores_per_raster(files, tmp_path: Path) -> None:
     out = tmp_path / "scores"
     result = run(

@@ -8,6 +8,7 @@ failure is one line naming the file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import geopandas as gpd
@@ -40,6 +41,15 @@ def read_parcels(path: Path, layer: str | None, what: str) -> gpd.GeoDataFrame:
     ]
     frame = frame.set_geometry(geometry, crs=frame.crs)
     return frame.loc[frame.geometry.notna()].reset_index(drop=True)
+
+
+def read_parcel_maps(paths: Sequence[Path], layer: str | None) -> gpd.GeoDataFrame:
+    """The polygons of one or more parcel maps (``geosam segment --auto`` writes one per
+    raster), in the first one's CRS."""
+    frames = [read_parcels(path, layer, "predicted parcels") for path in paths]
+    crs = frames[0].crs
+    merged = pd.concat([frame.to_crs(crs) for frame in frames], ignore_index=True)
+    return gpd.GeoDataFrame(merged, geometry=merged.geometry.name, crs=crs)
 
 
 def raster_area(path: Path) -> ScoredArea:

@@ -40,7 +40,7 @@ from geosam.segment.score import (
     check_iou_threshold,
     score_parcel_map,
 )
-from geosam.segment.score_inputs import dataset_areas, raster_area, read_parcels
+from geosam.segment.score_inputs import dataset_areas, raster_area, read_parcel_maps, read_parcels
 from geosam.utils.errors import GeosamError
 from geosam.utils.visualize import save_figure
 
@@ -91,7 +91,7 @@ def publish_folder(out_dir: Path, write: Callable[[Path], None]) -> None:
 
 
 def score_parcel_files(
-    predicted: Path,
+    predicted: Sequence[Path],
     out_dir: Path,
     *,
     truth: Path | None = None,
@@ -103,7 +103,8 @@ def score_parcel_files(
     iou_threshold: float = MATCH_IOU,
     overwrite: bool = False,
 ) -> tuple[MapScore, str]:
-    """Score the parcel map ``predicted`` against ``truth`` in the valid footprints of
+    """Score the parcel map ``predicted`` (one file or one per raster) against ``truth`` in
+    the valid footprints of
     ``rasters``, or in the ``split`` tiles of the tile ``dataset`` (whose labels are the truth
     unless ``truth`` is given), or everywhere when neither is given; write the report to
     ``out_dir``. Returns the scores and the markdown table. Every input is checked before
@@ -120,17 +121,17 @@ def score_parcel_files(
         areas = [raster_area(raster) for raster in rasters]
     if truth is None:
         raise GeosamError("give the true parcels with --truth (or a tile dataset with --dataset)")
-    predicted_parcels = read_parcels(predicted, layer, "predicted parcels")
+    predicted_parcels = read_parcel_maps(predicted, layer)
     true_parcels = read_parcels(truth, truth_layer, "true parcels")
     score = score_parcel_map(predicted_parcels, true_parcels, areas, iou_threshold)
-    sources = {"predicted": str(predicted), "truth": str(truth)}
+    sources = {"predicted": [str(path) for path in predicted], "truth": str(truth)}
     if dataset is not None:
         sources.update(dataset=str(dataset), split=split)
     publish_folder(out_dir, lambda folder: write_report(score, folder, sources))
     return score, markdown_table(score)
 
 
-def write_report(score: MapScore, out_dir: Path, sources: dict[str, str]) -> None:
+def write_report(score: MapScore, out_dir: Path, sources: dict[str, object]) -> None:
     """Write the three report files into ``out_dir``; ``sources`` names the inputs
     (predicted, truth, ...) for the JSON record."""
     record = {
