@@ -653,6 +653,79 @@ def segment(
         click.echo(f"Shapefile fields renamed: {renamed}")
 
 
+@cli.command("score-parcels")
+@click.argument("predicted", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--truth",
+    type=click.Path(path_type=Path),
+    help="True parcel polygons, any CRS and vector format (default with --dataset: the "
+    "labels the dataset was cut from).",
+)
+@click.option("--truth-layer", help="Layer of a multi-layer truth file.")
+@click.option("--layer", help="Layer of multi-layer PREDICTED files.")
+@click.option(
+    "--raster",
+    "rasters",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A raster the map was made from (repeatable): score in its valid footprint, one row "
+    "per raster.",
+)
+@click.option(
+    "--dataset",
+    type=click.Path(path_type=Path),
+    help="A tile dataset (geosam tile): score in its --split tiles, one row per source raster.",
+)
+@click.option("--split", default="val", show_default=True, help="Split of --dataset.")
+@click.option(
+    "--iou",
+    "iou_threshold",
+    default=0.5,
+    show_default=True,
+    help="IoU at which a prediction finds a true parcel (0-1].",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for scores.json, scores.md and scores.png.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+def score_parcels(
+    predicted: tuple[Path, ...],
+    truth: Path | None,
+    truth_layer: str | None,
+    layer: str | None,
+    rasters: tuple[Path, ...],
+    dataset: Path | None,
+    split: str,
+    iou_threshold: float,
+    output: Path,
+    overwrite: bool,
+) -> None:
+    """Score the parcel map PREDICTED (files of geosam segment --auto, e.g. one per raster)
+    against true parcels: object precision, recall and F1 at --iou with one-to-one matching,
+    mean IoU of the matches and the share of the truth's area covered, overall and per
+    raster."""
+    from geosam.segment.score_report import score_parcel_files
+
+    _, table = score_parcel_files(
+        predicted,
+        output,
+        truth=truth,
+        truth_layer=truth_layer,
+        layer=layer,
+        rasters=rasters,
+        dataset=dataset,
+        split=split,
+        iou_threshold=iou_threshold,
+        overwrite=overwrite,
+    )
+    click.echo(table, nl=False)
+    click.echo(f"results: {output} (scores.json, scores.md, scores.png)")
+
+
 def main() -> None:
     cli(prog_name="geosam")
 
