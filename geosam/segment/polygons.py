@@ -8,8 +8,9 @@ make a ring self-touch, so its result is repaired and reduced to its polygonal p
 Areas are geodesic (on the CRS's own ellipsoid) for every CRS: planar areas are wrong by the
 projection's scale factor squared (about 2x in Web Mercator at 45°) and meaningless in degrees.
 
-Output is written to a temporary folder beside the target and renamed into place, so an
-interrupted run never leaves a half-written file; a Shapefile is several files, renamed one by
+Output is written to a hidden folder beside the target and renamed into place
+(:func:`geosam.utils.publish.publish_files`), so an interrupted run never leaves a
+half-written file; a Shapefile is several files, renamed one by
 one after all of them are complete. dBASE field names hold 10 characters, so longer columns
 are shortened deterministically before GDAL truncates them into clashes.
 """
@@ -17,8 +18,6 @@ are shortened deterministically before GDAL truncates them into clashes.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from rasterio import features
 from geosam.runtime.prompts import prompted_part_indexes
 from geosam.runtime.windows import GeoTransform
 from geosam.utils.errors import GeosamError
+from geosam.utils.publish import publish_files
 
 FORMATS = {"ESRI Shapefile": ".shp", "GPKG": ".gpkg"}
 SHAPEFILE_FIELD_LENGTH = 10
@@ -181,21 +181,16 @@ def write_features(frame: gpd.GeoDataFrame, path: Path, driver: str) -> dict[str
         frame = frame.rename(columns=renames)
     else:
         renames = {}
-    staging = Path(tempfile.mkdtemp(prefix=".geosam-segment-", dir=path.parent))
     try:
-        staged = staging / path.name
-        layer = path.stem
-        options = {"geometry_type": "MultiPolygon"} if frame.empty else {}
-        frame.to_file(staged, driver=driver, layer=layer, engine="pyogrio", **options)
-        if driver == "ESRI Shapefile":
-            for suffix in SHAPEFILE_PARTS:
-                if not staged.with_suffix(suffix).exists():
-                    path.with_suffix(suffix).unlink(missing_ok=True)
-        for part in sorted(staging.iterdir()):
-            os.replace(part, path.parent / part.name)
+        with publish_files(path.parent) as staging:
+            staged = staging / path.name
+            options = {"geometry_type": "MultiPolygon"} if frame.empty else {}
+            frame.to_file(staged, driver=driver, layer=path.stem, engine="pyogrio", **options)
+            if driver == "ESRI Shapefile":
+                for suffix in SHAPEFILE_PARTS:
+                    if not staged.with_suffix(suffix).exists():
+                        path.with_suffix(suffix).unlink(missing_ok=True)
     except (OSError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as exc:
         message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise GeosamError(f"cannot write {path}: {message.splitlines()[0]}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return renames

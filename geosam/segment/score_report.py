@@ -5,16 +5,15 @@ to a true parcel in green, predictions matching none (false positives) in orange
 found outlined in blue, true parcels missed outlined in red.
 
 The three files are written into a hidden folder beside the output and renamed into place
-when all are complete, so a failed run leaves nothing half-written (:func:`publish_folder`).
+when all are complete, so a failed run leaves nothing half-written
+(:func:`geosam.utils.publish.publish_dir`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -42,6 +41,7 @@ from geosam.segment.score import (
 )
 from geosam.segment.score_inputs import dataset_areas, raster_area, read_parcel_maps, read_parcels
 from geosam.utils.errors import GeosamError
+from geosam.utils.publish import check_writable, publish_dir, refuse_occupied
 from geosam.utils.visualize import save_figure
 
 FILES = ("scores.json", "scores.md", "scores.png")
@@ -61,33 +61,6 @@ _COLUMNS = (
     ("matched mIoU", "matched_miou", ".3f"),
     ("truth covered", "covered", ".3f"),
 )
-
-
-def check_output_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an output that is a file or a non-empty folder (unless
-    ``overwrite``), or whose parent does not exist."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GeosamError(f"output {out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise GeosamError(f"output folder {out_dir} is not empty: choose another or --overwrite")
-    if not out_dir.parent.is_dir():
-        raise GeosamError(f"folder {out_dir.parent} of -o {out_dir} does not exist")
-
-
-def publish_folder(out_dir: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write`` into a hidden sibling of ``out_dir``, then put that folder in its place
-    (replacing an old one): the output is complete or absent, never half-written."""
-    staging = out_dir.parent / f".{out_dir.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        write(staging)
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        if out_dir.exists():
-            out_dir.rename(old)
-        staging.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def score_parcel_files(
@@ -110,7 +83,8 @@ def score_parcel_files(
     ``out_dir``. Returns the scores and the markdown table. Every input is checked before
     anything is written."""
     check_iou_threshold(iou_threshold)
-    check_output_dir(out_dir, overwrite)
+    refuse_occupied(out_dir, overwrite)
+    check_writable(out_dir)
     if rasters and dataset is not None:
         raise GeosamError("give --raster or --dataset, not both: each defines the scored area")
     if dataset is not None:
@@ -127,7 +101,8 @@ def score_parcel_files(
     sources = {"predicted": [str(path) for path in predicted], "truth": str(truth)}
     if dataset is not None:
         sources.update(dataset=str(dataset), split=split)
-    publish_folder(out_dir, lambda folder: write_report(score, folder, sources))
+    with publish_dir(out_dir) as staging:
+        write_report(score, staging, sources)
     return score, markdown_table(score)
 
 
