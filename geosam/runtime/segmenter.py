@@ -151,14 +151,18 @@ class PromptSegmenter:
             self.remember(window, embedding)
         return embedding
 
-    def grow(self, result: PromptMask) -> tuple[Window, Embedding | None] | None:
+    def grow(self, result: PromptMask, grown: int = 0) -> tuple[Window, Embedding | None] | None:
         """Where to ask again when ``result``'s mask is cut by an edge of its window inside
         the raster (a parcel larger than the window, prompted by a point or a box the parcel
         overflows): the window holding the prompt and the whole mask with context, coarser
-        as it must be, and its embedding if cached. None when the mask is whole, or the
-        window already is the whole raster."""
+        as it must be, and its embedding if cached. None when the mask is whole, the window
+        already is the whole raster, or ``result`` came from a window grown ``grown`` =
+        ``params.max_grow`` times already (a mask that keeps reaching its window's edge is
+        the model spilling, not a parcel)."""
         mask, window = result.mask, result.window
-        if not mask.any() or not cut_by_window(mask, window, self.reader.size):
+        if grown >= self.params.max_grow or not mask.any():
+            return None
+        if not cut_by_window(mask, window, self.reader.size):
             return None
         cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
         corners = window.output_to_pixel(
@@ -174,11 +178,10 @@ class PromptSegmenter:
         ``params.max_grow`` times."""
         window, embedding = self.locate(prompt)
         result = self.predict(prompt, window, self.ensure(window, embedding))
-        for _ in range(self.params.max_grow):
-            grown = self.grow(result)
-            if grown is None:
-                break
-            result = self.predict(prompt, grown[0], self.ensure(*grown))
+        grown = 0
+        while (larger := self.grow(result, grown)) is not None:
+            result = self.predict(prompt, larger[0], self.ensure(*larger))
+            grown += 1
         return result
 
 

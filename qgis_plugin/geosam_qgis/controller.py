@@ -214,8 +214,15 @@ class SegmentController(QObject):
             self.marks.pop()
             self.refresh()
             return
+        self._predict_in(prompt, window, embedding)
+
+    def _predict_in(
+        self, prompt: Prompt, window: Window, embedding: Embedding | None, grown: int = 0
+    ) -> None:
+        """Decode ``prompt`` in ``window``, encoding the window first in a task when it is not
+        cached; ``grown``: how often the runtime already grew the window for this prompt."""
         if embedding is not None:
-            self._decode(prompt, window, embedding)
+            self._decode(prompt, window, embedding, grown)
             return
         if self.encoding == window.key and self.busy():
             return  # that task's end decodes the prompt as it is then
@@ -227,7 +234,7 @@ class SegmentController(QObject):
             if segmenter is not self.segmenter:
                 return
             if generation == self.generation:
-                self._decode(prompt, window, embedding)
+                self._decode(prompt, window, embedding, grown)
             elif self._positive():
                 self._predict()
 
@@ -240,10 +247,17 @@ class SegmentController(QObject):
             encoded,
         )
 
-    def _decode(self, prompt: Prompt, window: Window, embedding: Embedding) -> None:
+    def _decode(self, prompt: Prompt, window: Window, embedding: Embedding, grown: int) -> None:
+        """Show the parcel ``prompt`` gives in ``window``, or, when the runtime finds it cut by
+        the window's edge, ask again in the larger window it names (as ``geosam segment``)."""
         assert self.segmenter is not None
         try:
             result = self.segmenter.predict(prompt, window, embedding)
+            larger = self.segmenter.grow(result, grown)
+            if larger is not None:
+                self.dock.status_label.setText("the parcel goes on beyond the window: widening…")
+                self._predict_in(prompt, *larger, grown + 1)
+                return
             parcel = prompt_parcel(
                 result, self.segmenter.reader.geotransform, half_pixel(result.geotransform)
             )

@@ -168,7 +168,9 @@ def test_negative_click_box_and_escape(controller) -> None:
     wait_for_preview(controller)
     click(controller, 320.5, 310.5, Qt.RightButton)
     assert [mark.inside for mark in controller.marks] == [True, False]
-    assert controller.parcel is not None  # same window: decoded at once
+    # decoded in the cached window at once, unless the untrained model's speckle reaches its
+    # edge and the runtime widens the window (a task)
+    wait_for_preview(controller)
 
     start, end = screen(controller, 250, 250), screen(controller, 350, 340)
     mouse(controller, QEvent.MouseButtonPress, start, Qt.LeftButton)
@@ -277,7 +279,9 @@ def test_geographic_raster_windows_in_metres(
     click(controller, 200.5, 200.5)
     wait_for_preview(controller)
     raster = controller.segmenter.reader
-    (window,) = [key[1] for key in controller.cache.entries if key[0][0] == raster.cache_id]
+    # the prompt's own window, encoded first (the untrained model's speckle reaches its edges,
+    # so the runtime may go on to larger windows)
+    window = next(key[1] for key in controller.cache.entries if key[0][0] == raster.cache_id)
     col_off, row_off, width, height, out_h, out_w = window
     size_x, size_y = raster.pixel_size_m(col_off + width / 2, row_off + height / 2)
     assert (out_h, out_w) == (256, 256)
