@@ -292,7 +292,7 @@ def test_inference_records_every_prompt():
     record = result["records"][0]
     assert record.keys() == {
         "tile_id", "variant", "kind", "instance_id", "predicted_iou", "iou", "dice",
-        "boundary_iou", "matched", "predicted",
+        "boundary_iou", "matched", "predicted", "targets",
     }  # fmt: skip
     assert (record["tile_id"], record["kind"], record["instance_id"]) == ("tile0_0", "box", 1)
     mean = sum(r["iou"] for r in result["records"]) / 8
