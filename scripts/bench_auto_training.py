@@ -9,12 +9,18 @@ runs validate TEST.AUTO_POINTS seeded automatic-mode points per val chip, so bot
 IoU head's ROC AUC for "the point's mask finds its parcel" against the rest. Printed side by
 side: per-kind val mIoU (box and point must not get worse) and that AUC.
 
+With ``--base-checkpoint`` (a stand-in from ``geosam export-checkpoint``, e.g. of this
+script's own default run) the two variants instead fine-tune that model's decoder on cached
+embeddings (configs/tiny.yaml with BCE + Dice, as scripts/bench_quality.py tunes the stand-in):
+the realistic case, since from scratch the empty targets keep the model longer in its
+predict-nothing start (docs/design-notes.md, "The tiny SAM").
+
 With ``--segment`` both models are exported and run through ``geosam segment --auto`` on a
 scene of another seed at a few thresholds: polygons written, parcels found (best IoU >= 0.5),
 precision of the polygons, and mean best IoU per true parcel.
 
     python scripts/bench_auto_training.py [--work /tmp/geosam-bench-auto] [--epochs 32]
-        [--auto-weight 0.25] [--segment]
+        [--auto-weight 0.25] [--base-checkpoint tiny.pth --runs-tag tuned] [--segment]
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
+from geosam.config import load_config
 from geosam.data.synthetic import make_scene
 from geosam.data.tiling import tile_dataset
 from geosam.demo import ID_FIELD, DemoParams, tile_params, training_config
@@ -41,6 +48,9 @@ from geosam.engine.launch import launch_training
 BASE_KINDS = ("box", "point", "points")
 BASE_WEIGHTS = (0.5, 0.25, 0.25)
 AUTO_POINTS_PER_CHIP = 16
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# scripts/bench_quality.py's decoder recipe for the stand-in: BCE + Dice at 1:1.
+DECODER_RECIPE = ("LOSS.FOCAL_WEIGHT", "1.0", "LOSS.FOCAL_ALPHA", "-1.0", "LOSS.FOCAL_GAMMA", "0.0")
 # (predicted IoU, stability) thresholds for --segment: SAM's own, and looser ones.
 THRESHOLDS = ((0.88, 0.95), (0.7, 0.9), (0.5, 0.8), (0.3, 0.7))
 
@@ -58,13 +68,20 @@ def variant_opts(name: str, auto_weight: float) -> list:
     ]  # fmt: skip
 
 
-def train_variant(name: str, tiles: Path, run: Path, epochs: int, auto_weight: float) -> dict:
+def train_variant(
+    name: str, tiles: Path, run: Path, epochs: int, auto_weight: float, base: Path | None
+) -> dict:
     """Train one variant (one torch thread: the two run side by side); its metrics.json."""
     import torch
 
     torch.set_num_threads(1)
-    if not (run / "metrics.json").exists():
-        cfg = training_config(DemoParams(epochs=epochs), tiles, run)
+    if not (run / "model_final.pth").exists():  # a finished run is not trained again
+        if base is None:
+            cfg = training_config(DemoParams(epochs=epochs), tiles, run)
+        else:
+            opts = ["MODEL.CHECKPOINT", str(base), "DATASETS.TRAIN", str(tiles)]
+            opts += ["OUTPUT_DIR", str(run), "SOLVER.MAX_EPOCHS", str(epochs), *DECODER_RECIPE]
+            cfg = load_config(str(CONFIGS / "tiny.yaml"), opts)
         cfg.defrost()
         cfg.merge_from_list(variant_opts(name, auto_weight))
         cfg.freeze()
@@ -153,6 +170,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=32)
     parser.add_argument("--auto-weight", type=float, default=0.25)
     parser.add_argument("--scene-size", type=int, default=2048)
+    parser.add_argument("--base-checkpoint", type=Path)
+    parser.add_argument("--runs-tag", default="scratch", help="Run folders: run-<tag>-<variant>.")
     parser.add_argument("--segment", action="store_true")
     args = parser.parse_args()
     work = args.work
@@ -166,7 +185,13 @@ def main() -> None:
     with ProcessPoolExecutor(len(names)) as pool:
         futures = {
             name: pool.submit(
-                train_variant, name, tiles, work / f"run-{name}", args.epochs, args.auto_weight
+                train_variant,
+                name,
+                tiles,
+                work / f"run-{args.runs_tag}-{name}",
+                args.epochs,
+                args.auto_weight,
+                args.base_checkpoint,
             )
             for name in names
         }
@@ -179,7 +204,7 @@ def main() -> None:
         geosam = str(Path(sys.executable).with_name("geosam"))
         unseen = make_scene(work / "scene-unseen", 1024, 1, progress=False)
         for name in names:
-            for row in segment_auto(geosam, work / f"run-{name}", unseen, work):
+            for row in segment_auto(geosam, work / f"run-{args.runs_tag}-{name}", unseen, work):
                 print(name, json.dumps(row))
 
 
