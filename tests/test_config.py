@@ -131,6 +131,7 @@ def test_choices_are_checked():
         ("DATALOADER.FRACTION", "1.5", "1.5", "in (0, 1]"),
         ("INPUT.PROMPT_WEIGHTS", "[0.5, -0.25, 0.25]", "-0.25", ">= 0"),
         ("INPUT.IMAGE_SIZE", "-256", "-256", "> 0"),
+        ("TEST.AUTO_POINTS", "-4", "-4", ">= 0"),
     ],
 )
 def test_ranges_are_checked(key, value, shown, wanted):
@@ -147,6 +148,9 @@ def test_prompt_weights_fit_the_prompt_types():
     assert "PROMPTS_PER_INSTANCE is 3 but INPUT.PROMPT_WEIGHTS gives only 2" in error_of(None, opts)
     assert "PROMPTS_PER_INSTANCE got 0" in error_of(None, ["INPUT.PROMPTS_PER_INSTANCE", "0"])
     load_config(None, ["INPUT.PROMPTS_PER_INSTANCE", "3"])
+    auto = ["INPUT.PROMPT_TYPES", "[box, point, points, auto]"]
+    assert "1 weights for the 4 kinds" in error_of(None, [*auto, "INPUT.PROMPT_WEIGHTS", "[1]"])
+    load_config(None, [*auto, "INPUT.PROMPT_WEIGHTS", "[0.4, 0.2, 0.2, 0.2]"])
 
 
 def test_file_problems(tmp_path):

@@ -13,8 +13,9 @@ from geosam.config import load_config
 from geosam.data.build import make_data_loader, prepare_embedding_cache
 from geosam.data.transforms.dihedral import allowed_variants, apply_variant
 from geosam.data.transforms.prompts import PromptSampler
+from geosam.data.transforms.sam_input import SamInput
 from geosam.modeling import build_model
-from geosam.runtime.preprocess import preprocess_image, scale_coords
+from geosam.runtime.preprocess import preprocess_image, resize_mask_nearest, scale_coords
 from geosam.utils.errors import GeosamError
 
 
@@ -284,3 +285,42 @@ def test_the_decoder_overfits_chips_from_the_loader(tiles: Path) -> None:
             inter = (pred & target).flatten(1).sum(1)
             ious.append(inter / (pred | target).flatten(1).sum(1))
     assert torch.cat(ious).mean() > 0.9
+
+
+def test_auto_prompts_fall_anywhere_and_target_what_is_under_them() -> None:
+    mask = np.zeros((64, 64), np.uint16)
+    mask[5:30, 5:40] = 1
+    mask[35:60, 10:50] = 2
+    sampler = PromptSampler(["box", "auto"], [1, 3], 3, 2, 0.1, 3, 8)
+    rng = np.random.default_rng(0)
+    drawn = [sampler(mask, rng).get("auto") for _ in range(40)]
+    coords = np.concatenate([d["coords"] for d in drawn if d is not None])
+    ids = np.concatenate([d["instance_ids"] for d in drawn if d is not None])
+    assert coords.shape[1:] == (1, 2) and len(coords) > 40  # about 3 of every 4 prompts
+    xs, ys = coords[:, 0, 0].astype(int), coords[:, 0, 1].astype(int)
+    np.testing.assert_array_equal(mask[ys, xs], ids)
+    assert set(ids.tolist()) == {0, 1, 2}  # on both parcels and off them
+
+    prompts = SamInput(128, [0, 0, 0], [1, 1, 1]).prompts(mask, {"auto": drawn[0]})
+    targets, ids = prompts["auto"]["targets"], prompts["auto"]["instance_ids"]
+    assert targets.shape == (len(ids), 128, 128)
+    for target, instance in zip(targets, ids, strict=True):
+        expected = resize_mask_nearest(mask, 128) == instance if instance else 0
+        np.testing.assert_array_equal(target, expected)  # "no parcel": an empty target
+
+
+def test_val_loader_adds_seeded_auto_points_apart_from_the_index_prompts(tiles: Path) -> None:
+    def auto_prompts(*opts: str) -> list[dict]:
+        cfg = tiny_cfg(tiles, *opts)
+        return [p.get("auto") for b in make_data_loader(cfg, is_train=False) for p in b["prompts"]]
+
+    assert all(p is None for p in auto_prompts())  # the default validation is unchanged
+    first, again = auto_prompts("TEST.AUTO_POINTS", "6"), auto_prompts("TEST.AUTO_POINTS", "6")
+    other_seed = auto_prompts("TEST.AUTO_POINTS", "6", "SEED", "3")
+    for a, b, c in zip(first, again, other_seed, strict=True):
+        assert a["coords"].shape == (6, 1, 2) and a["labels"].eq(1).all()
+        torch.testing.assert_close(a["coords"], b["coords"])
+        torch.testing.assert_close(a["coords"], c["coords"])  # fixed by the tile, not the run
+        has_target = a["targets"].flatten(1).any(1)
+        assert has_target.tolist() == (a["instance_ids"] > 0).tolist()
+    assert len({tuple(p["coords"].flatten().tolist()) for p in first}) == len(first)

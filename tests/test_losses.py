@@ -177,3 +177,30 @@ def test_decreases_when_training_the_tiny_decoder():
         optimizer.step()
         losses.append(out["loss"].item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_no_parcel_targets_train_empty_masks_and_a_low_iou():
+    """An automatic-mode point off the parcels: its target is empty, and the IoU head's target
+    is 0 even for an empty mask, so junk ranks below every real parcel."""
+    targets = torch.zeros(2, 64, 64, dtype=torch.bool)
+    empty = perfect_logits(targets, outputs=3)  # all -30: predicts nothing, rightly
+    loss = SamLoss()
+    out = loss(empty, torch.zeros(2, 3), targets)
+    for name, value in out.items():
+        assert torch.isfinite(value) and value.item() < 1e-6, name
+    # Confident about the empty mask is wrong: the head should have said 0.
+    assert loss(empty, torch.ones(2, 3), targets)["loss_iou"].item() == pytest.approx(1.0)
+    # A mask where there is no parcel costs focal and Dice, finitely.
+    spill = loss(-empty, torch.zeros(2, 3), targets)
+    assert spill["loss_focal"] > 0.1 and 0.9 < spill["loss_dice"] < 1
+    assert spill["loss_iou"].item() == 0.0
+
+
+def test_an_empty_low_resolution_target_of_a_real_parcel_keeps_its_iou_target():
+    """A parcel too small for one low-resolution cell at 0.5 still has a target: predicting
+    nothing there keeps the IoU target of 1 (two empty masks at that resolution)."""
+    targets = torch.zeros(1, 64, 64, dtype=torch.bool)
+    targets[0, 10, 10] = True
+    logits = torch.full((1, 1, 16, 16), -30.0)
+    out = SamLoss()(logits, torch.ones(1, 1), targets)
+    assert out["loss_iou"].item() == pytest.approx(0.0)

@@ -9,11 +9,13 @@ from ignite.exceptions import NotComputableError
 from scipy import ndimage
 
 from geosam.engine.metrics import (
+    IoUHeadAUC,
     PromptMetrics,
     boundary_iou,
     boundary_width,
     dice_score,
     inner_boundary,
+    iou_head_auc,
     mask_iou,
     score_masks,
 )
@@ -84,7 +86,7 @@ def test_score_masks_scores_each_mask():
     pred = torch.stack([square(2, 2, 4), square(0, 0, 10)])
     target = torch.stack([square(2, 3, 4), square(0, 0, 10)])
     scores = score_masks(pred, target)
-    assert set(scores) == {"iou", "dice", "boundary_iou", "matched", "predicted"}
+    assert set(scores) == {"iou", "dice", "boundary_iou", "matched", "predicted", "targets"}
     assert scores["iou"].tolist() == pytest.approx([0.6, 1.0])
     assert scores["dice"].tolist() == pytest.approx([0.75, 1.0])
     assert scores["matched"].tolist() == [1.0, 1.0]
@@ -117,6 +119,7 @@ def test_prompt_metrics_average_over_prompts_overall_and_per_kind():
             "boundary_iou": values / 4,
             "matched": found,
             "predicted": torch.ones_like(values),
+            "targets": torch.ones_like(values),
         }
 
     metric.update([("box", scores(1.0, 0.5)), ("point", scores(0.0))])
@@ -134,3 +137,40 @@ def test_prompt_metrics_average_over_prompts_overall_and_per_kind():
     metric.reset()
     with pytest.raises(NotComputableError):
         metric.compute()
+
+
+def test_automatic_mode_points_are_their_own_kind_and_junk_counts_only_when_masked():
+    empty = torch.zeros(10, 10, dtype=torch.bool)
+    # On a parcel and found; off the parcels with a mask (a junk polygon: a false positive
+    # only); off the parcels with nothing (right, and no parcel missed).
+    target = torch.stack([square(2, 3, 4), empty, empty])
+    pred = torch.stack([square(2, 2, 4), square(0, 0, 3), empty])
+    scores = score_masks(pred, target)
+    assert scores["targets"].tolist() == [1.0, 0.0, 0.0]
+    assert scores["iou"].tolist() == pytest.approx([0.6, 0.0, 1.0])
+    metric = PromptMetrics()
+    metric.update([("auto", scores), ("box", score_masks(pred[:1], target[:1]))])
+    result = metric.compute()
+    # TP 1, FP 1, FN 0: 2·1 / (2·1 + 1).
+    assert result["per_kind"]["auto"]["f1_50"] == pytest.approx(2 / 3)
+    assert result["per_kind"]["auto"]["count"] == 3
+    # The overall figures are the index kinds' alone.
+    assert result["count"] == 1 and result["mIoU"] == pytest.approx(0.6)
+
+
+def test_iou_head_auc_is_the_probability_that_a_found_parcel_outscores_the_rest():
+    rng = np.random.default_rng(0)
+    predicted = torch.from_numpy(rng.random(40).round(1))  # ties too
+    found = torch.from_numpy(rng.random(40) < 0.4).double()
+    positives, negatives = predicted[found == 1], predicted[found == 0]
+    pairs = positives[:, None] - negatives[None, :]
+    expected = ((pairs > 0).double() + 0.5 * (pairs == 0).double()).mean().item()
+    assert iou_head_auc(predicted, found) == pytest.approx(expected)
+    assert iou_head_auc(torch.tensor([0.9, 0.8, 0.1]), torch.tensor([1.0, 1.0, 0.0])) == 1.0
+    assert np.isnan(iou_head_auc(torch.tensor([0.9, 0.1]), torch.zeros(2)))
+
+    metric = IoUHeadAUC()
+    metric.update((predicted[:25], found[:25]))
+    metric.update((torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)))
+    metric.update((predicted[25:], found[25:]))
+    assert metric.compute() == pytest.approx(expected)

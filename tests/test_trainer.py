@@ -44,9 +44,12 @@ def tiny_cfg(*opts: str):
     return load_config(str(CONFIGS / "tiny.yaml"), [*RUN_OPTS, *opts])
 
 
-def parcel_batch(seed: int, images: int = 1, with_points: bool = False) -> dict:
+def parcel_batch(
+    seed: int, images: int = 1, with_points: bool = False, with_auto: bool = False
+) -> dict:
     """A batch of ``images`` chips with two rectangular parcels each, prompted by their box and
-    their centre point (and, with ``with_points``, two positives, one negative, one pad)."""
+    their centre point (and, with ``with_points``, two positives, one negative, one pad; with
+    ``with_auto``, automatic-mode points: both centres and two points on no parcel)."""
     generator = torch.Generator().manual_seed(seed)
     embeddings, prompts = [], []
     for _ in range(images):
@@ -83,6 +86,15 @@ def parcel_batch(seed: int, images: int = 1, with_points: bool = False) -> dict:
                 "labels": torch.tensor([[1.0, 1.0, 0.0, -1.0]] * 2),
                 "targets": targets_t,
                 "instance_ids": ids,
+            }
+        if with_auto:
+            # Parcels span at most grid cells 1-7 and 8-15: these two points are off both.
+            junk = torch.tensor([[200.0, 40.0], [40.0, 200.0]])
+            chip["auto"] = {
+                "coords": torch.cat([centres, junk])[:, None],
+                "labels": torch.ones(4, 1),
+                "targets": torch.cat([targets_t, torch.zeros_like(targets_t)]),
+                "instance_ids": torch.tensor([1, 2, 0, 0]),
             }
         embeddings.append(embedding)
         prompts.append(chip)
@@ -130,17 +142,17 @@ class ScriptedLoss(SamLoss):
         return out
 
 
-def train(cfg, output_dir: Path, resume: bool = False, fail_at=None, mode=""):
+def train(cfg, output_dir: Path, resume: bool = False, fail_at=None, mode="", batches=BATCHES):
     """Build everything from ``cfg`` as the CLI does and train; (model, loss, metrics doc)."""
     model = build_model(cfg)
     optimizer = make_optimizer(cfg, model)
-    scheduler = make_lr_scheduler(cfg, optimizer, len(BATCHES))
+    scheduler = make_lr_scheduler(cfg, optimizer, len(batches))
     loss = ScriptedLoss(cfg, optimizer, fail_at, mode)
     document = do_train(
         cfg,
         model,
-        BATCHES,
-        BATCHES,
+        batches,
+        batches,
         optimizer,
         scheduler,
         loss,
@@ -292,7 +304,7 @@ def test_inference_records_every_prompt():
     record = result["records"][0]
     assert record.keys() == {
         "tile_id", "variant", "kind", "instance_id", "predicted_iou", "iou", "dice",
-        "boundary_iou", "matched", "predicted",
+        "boundary_iou", "matched", "predicted", "targets",
     }  # fmt: skip
     assert (record["tile_id"], record["kind"], record["instance_id"]) == ("tile0_0", "box", 1)
     mean = sum(r["iou"] for r in result["records"]) / 8
@@ -323,6 +335,28 @@ def test_overfits_two_batches_and_writes_the_run_directory(tmp_path):
         assert meta["model_type"] == "tiny" and meta["base_checkpoint_sha256"] is None
         assert inference(cfg, fresh, BATCHES)["mIoU"] == pytest.approx(expected)
     assert_same_parameters(trained(fresh), trained(model))
+
+
+def test_auto_points_teach_the_iou_head_to_rank_parcels_above_junk(tmp_path):
+    """Trained with automatic-mode points, junk points' masks score below the parcels' (the
+    IoU head's ROC AUC, in metrics.json per evaluation): a predicted-IoU threshold drops them."""
+    cfg = tiny_cfg(
+        "SOLVER.MAX_EPOCHS", "30", "SOLVER.LR_SCHEDULER", "multistep", "SOLVER.STEPS", "[100]",
+        "TEST.EVAL_PERIOD", "10", "TEST.AUTO_POINTS", "4",
+    )  # fmt: skip
+    batches = [parcel_batch(seed, with_auto=True) for seed in (0, 1)]
+    model, _, document = train(cfg, tmp_path, batches=batches)
+    auto = document["final"]["metrics"]["per_kind"]["auto"]
+    assert auto["count"] == 8 and auto["iou_auc"] == 1.0, document["evaluations"]
+    # The overall figures (and the best checkpoint's choice) are the box and point prompts'.
+    assert document["final"]["metrics"]["count"] == 8
+    assert all("iou_auc" in e["per_kind"]["auto"] for e in document["evaluations"])
+    records = inference(cfg, model, batches, keep_records=True, progress=False)["records"]
+    auto_records = [r for r in records if r["kind"] == "auto"]
+    junk = [r["predicted_iou"] for r in auto_records if r["instance_id"] == 0]
+    parcels = [r["predicted_iou"] for r in auto_records if r["instance_id"] > 0]
+    assert len(junk) == len(parcels) == 4
+    assert max(junk) < 0.2 < 0.7 < min(parcels)
 
 
 def test_checkpoint_round_trip(reference):

@@ -65,9 +65,12 @@ _C.INPUT.COLOR_JITTER = [0.0, 0.0, 0.0, 0.0]
 # BOX_JITTER_MAX_PX, so the model learns from the loose boxes users draw, not exact ones.
 _C.INPUT.BOX_JITTER = 0.1
 _C.INPUT.BOX_JITTER_MAX_PX = 20
-# Prompt kinds sampled per instance: "box", "point" (one positive point) and "points"
-# (NUM_POINTS positives plus NEGATIVE_POINTS negatives), drawn with PROMPT_WEIGHTS (same
-# length as PROMPT_TYPES; normalised to sum to 1).
+# Prompt kinds sampled per instance: "box", "point" (one positive point), "points"
+# (NUM_POINTS positives plus NEGATIVE_POINTS negatives) and "auto" (one positive point anywhere
+# in the chip, as automatic mode's point grid falls; off the parcels its target is "no parcel",
+# which teaches the IoU head to score such points low), drawn with PROMPT_WEIGHTS (same
+# length as PROMPT_TYPES; normalised to sum to 1). An "auto" prompt takes its instance's turn:
+# the weights are the kinds' shares of the prompts.
 _C.INPUT.PROMPT_TYPES = ["box", "point", "points"]
 _C.INPUT.PROMPT_WEIGHTS = [0.5, 0.25, 0.25]
 # Prompts per instance per step, each of a different kind (drawn by PROMPT_WEIGHTS without
@@ -179,6 +182,12 @@ _C.TEST.PROMPTED_PART = True
 # encoder and decoder runs per prompt, for steadier edges (geosam.runtime.flips). With cached
 # embeddings the cache then holds the mirrored chips' embeddings too.
 _C.TEST.FLIP_TTA = False
+# Automatic-mode points per validation chip ("auto" prompts, drawn uniformly over the chip from
+# a generator seeded by the tile id), scored as their own kind, apart from the overall means, with
+# the ROC AUC of the IoU head's prediction for "on a parcel and mask IoU >= 0.5" against the
+# rest: whether predicted-IoU thresholds can tell automatic mode's parcels from its junk.
+# 0: none.
+_C.TEST.AUTO_POINTS = 0
 
 # The run directory: frozen config, checkpoints, trained weights, metrics, TensorBoard events.
 _C.OUTPUT_DIR = "out/train"
@@ -190,7 +199,7 @@ _C.SEED = 0
 CHOICES: dict[str, tuple[str, ...]] = {
     "MODEL.TYPE": ("vit_b", "vit_l", "vit_h", "tiny"),
     "MODEL.TRAINABLE": ("mask_decoder", "prompt_encoder", "image_encoder"),
-    "INPUT.PROMPT_TYPES": ("box", "point", "points"),
+    "INPUT.PROMPT_TYPES": ("box", "point", "points", "auto"),
     "SOLVER.OPTIMIZER": ("adamw",),
     "SOLVER.LR_SCHEDULER": ("cosine", "multistep"),
 }
@@ -233,6 +242,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "LOSS.IOU_WEIGHT": _NON_NEGATIVE,
     "LOSS.FOCAL_GAMMA": _NON_NEGATIVE,
     "TEST.EVAL_PERIOD": _NON_NEGATIVE,
+    "TEST.AUTO_POINTS": _NON_NEGATIVE,
 }
 
 

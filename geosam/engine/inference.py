@@ -8,7 +8,10 @@ averages it over the four flips with TEST.FLIP_TTA (:mod:`geosam.modeling.flip_t
 thresholds it at TEST.MASK_THRESHOLD, keeps the prompted part (TEST.PROMPTED_PART, as
 ``geosam segment`` does) and scores it against the prompt's target
 (:mod:`geosam.engine.metrics`). Under distributed evaluation every process scores its shard
-and :class:`~geosam.engine.metrics.PromptMetrics` sums over processes.
+and :class:`~geosam.engine.metrics.PromptMetrics` sums over processes. With automatic-mode
+points (TEST.AUTO_POINTS) the IoU head's ROC AUC on them
+(:class:`~geosam.engine.metrics.IoUHeadAUC`) joins their kind's means as ``iou_auc``, so
+metrics.json and TensorBoard show it beside them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from segment_anything.modeling import Sam
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode
 
-from geosam.engine.metrics import PromptMetrics, score_masks
+from geosam.data.transforms.prompts import AUTO_KIND
+from geosam.engine.metrics import IoUHeadAUC, PromptMetrics, score_masks
 from geosam.engine.prompted_part import keep_prompted_parts
 from geosam.modeling.flip_tta import decode_masks
 from geosam.modeling.prompted import Batch, DecodedPrompts, batch_to_device
@@ -38,6 +42,9 @@ logger = logging.getLogger("geosam.engine")
 # The name of the PromptMetrics result in an evaluator's ``state.metrics``; its keys ("mIoU",
 # "dice", ...) are stored there too.
 METRICS_NAME = "prompts"
+# The name of the IoU head's AUC on automatic-mode points, in ``state.metrics`` and in their
+# kind's summary.
+AUC_NAME = "iou_auc"
 
 
 def resolve_device(cfg: CfgNode) -> torch.device:
@@ -151,22 +158,42 @@ def create_evaluator(cfg: CfgNode, model: Sam, device: torch.device) -> Engine:
     """An ignite Engine whose run over a loader leaves the :class:`PromptMetrics` summary in
     ``state.metrics[METRICS_NAME]`` (and its overall values under their own names, e.g.
     ``state.metrics["mIoU"]``, for score functions). ``model`` is the bare Sam, already on
-    ``device``; each step's output is a list of :class:`PromptScores`."""
+    ``device``; each step's output is a list of :class:`PromptScores`. With TEST.AUTO_POINTS
+    the IoU head's AUC is in ``state.metrics[AUC_NAME]`` too."""
     evaluator = Engine(lambda engine, batch: evaluate_batch(cfg, model, batch, device))
     PromptMetrics(
         output_transform=lambda output: [(item.kind, item.scores) for item in output],
         device=device,
     ).attach(evaluator, METRICS_NAME)
+    if cfg.TEST.AUTO_POINTS:
+        IoUHeadAUC(output_transform=_auto_point_scores).attach(evaluator, AUC_NAME)
     return evaluator
+
+
+def _auto_point_scores(output: list[PromptScores]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted IoU, found) of a step's automatic-mode points, on the CPU, for IoUHeadAUC."""
+    items = [item for item in output if item.kind == AUTO_KIND]
+    predicted = [item.predicted_iou.double().cpu() for item in items]
+    found = [item.scores["matched"].double().cpu() for item in items]
+    empty = torch.zeros(0, dtype=torch.float64)
+    return torch.cat([empty, *predicted]), torch.cat([empty, *found])
 
 
 def run_evaluation(evaluator: Engine, loader: DataLoader) -> dict[str, Any]:
     """Run ``evaluator`` over ``loader``; its summary, or a GeosamError if there was nothing
     to score."""
     try:
-        return dict(evaluator.run(loader).metrics[METRICS_NAME])
+        metrics = evaluator.run(loader).metrics
     except NotComputableError as e:
         raise GeosamError("no prompts to evaluate: the validation data holds no instances") from e
+    summary = dict(metrics[METRICS_NAME])
+    if AUC_NAME in metrics and AUTO_KIND in summary["per_kind"]:
+        auto = summary["per_kind"][AUTO_KIND]
+        summary["per_kind"] = {
+            **summary["per_kind"],
+            AUTO_KIND: {**auto, AUC_NAME: metrics[AUC_NAME]},
+        }
+    return summary
 
 
 def prompt_records(output: list[PromptScores]) -> list[dict[str, Any]]:
@@ -224,6 +251,14 @@ def inference(
         metrics["boundary_iou"],
         metrics["f1_50"],
     )
+    auto = metrics["per_kind"].get(AUTO_KIND)
+    if auto is not None:
+        logger.info(
+            "%d automatic-mode points: F1@0.5 %.4f, IoU head ROC AUC %.4f",
+            auto["count"],
+            auto["f1_50"],
+            auto.get(AUC_NAME, float("nan")),
+        )
     if keep_records:
         metrics["records"] = records
     return metrics

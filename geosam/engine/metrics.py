@@ -13,11 +13,21 @@ iterations of a 3×3 erosion.
 
 Object F1 at IoU 0.5 counts parcels, not pixels: a prompt whose mask reaches IoU 0.5 with its
 parcel is a true positive; any other non-empty mask is a false positive *and* leaves its parcel
-a false negative; an empty mask is only a false negative. With one target per prompt that is
-``F1 = 2 Σmatched / (Σpredicted + count)``, so it needs just two more sums per prompt kind.
+a false negative; an empty mask is only a false negative. With at most one target per prompt
+that is ``F1 = 2 Σmatched / (Σpredicted + Σtargets)``, so it needs just three more sums per
+prompt kind. An automatic-mode point off the parcels has no target: its mask, if any, is only a
+false positive.
 
 :class:`PromptMetrics` accumulates the scores per prompt kind as an ignite metric, reduced over
-processes under distributed evaluation.
+processes under distributed evaluation. Its overall figures are over the index's prompt kinds
+only: automatic-mode points are scored as their own kind, so that adding them to validation
+changes neither the overall means nor the model selection that follows them.
+
+:class:`IoUHeadAUC` asks what automatic mode needs of the IoU head: whether its predicted IoU
+ranks the points whose mask finds their parcel (on a parcel, IoU >= 0.5) above the others
+(junk points, and parcels missed). It is the ROC AUC, the probability that a random such point
+outscores a random other one (0.5: a threshold on predicted IoU cannot separate them), computed
+as the Mann-Whitney U statistic, which is exactly that probability with ties counted half.
 """
 
 from __future__ import annotations
@@ -29,9 +39,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from ignite.exceptions import NotComputableError
-from ignite.metrics import Metric
+from ignite.metrics import EpochMetric, Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
+from scipy.stats import mannwhitneyu
 
+from geosam.data.transforms.prompts import INDEX_KINDS
 from geosam.modeling.prompted import PROMPT_KINDS
 
 BOUNDARY_DILATION_RATIO = 0.02
@@ -42,7 +54,7 @@ SUMMARY_NAMES = {"iou": "mIoU", "dice": "dice", "boundary_iou": "boundary_iou"}
 # Every summary's name, the means above and object F1 at MATCH_IOU.
 METRIC_NAMES = (*SUMMARY_NAMES.values(), "f1_50")
 # Per-mask 0/1 counts that object F1 is computed from.
-COUNT_NAMES = ("matched", "predicted")
+COUNT_NAMES = ("matched", "predicted", "targets")
 
 
 def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -100,6 +112,7 @@ def score_masks(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Ten
         "boundary_iou": boundary_iou(pred, target),
         "matched": ((iou >= MATCH_IOU) & predicted).double(),
         "predicted": predicted.double(),
+        "targets": target.flatten(1).any(1).double(),
     }
 
 
@@ -114,7 +127,8 @@ class PromptMetrics(Metric):
     ``update`` takes a sequence of ``(kind, scores)``, scores as from :func:`score_masks`.
     ``compute`` returns ``{"mIoU", "dice", "boundary_iou", "f1_50", "count", "per_kind": {kind:
     {same keys}}}`` with plain floats and ints; kinds without prompts are left out of
-    ``per_kind``. The overall figures weigh every prompt equally, whatever its kind.
+    ``per_kind``. The overall figures weigh every prompt of the index's kinds equally, whatever
+    its kind; automatic-mode points count only in their own kind.
     """
 
     def __init__(
@@ -141,7 +155,7 @@ class PromptMetrics(Metric):
 
     @sync_all_reduce("_sums")
     def compute(self) -> dict:
-        total = self._sums.sum(0)
+        total = self._sums[[PROMPT_KINDS.index(kind) for kind in INDEX_KINDS]].sum(0)
         if total[0] == 0:
             raise NotComputableError("PromptMetrics needs at least one prompt to be computed")
         per_kind = {
@@ -159,6 +173,35 @@ def _means(row: torch.Tensor) -> dict[str, float | int]:
     means: dict[str, float | int] = {
         summary: sums[name] / count for name, summary in SUMMARY_NAMES.items()
     }
-    means["f1_50"] = 2 * sums["matched"] / (sums["predicted"] + count)
+    targets = sums["predicted"] + sums["targets"]
+    means["f1_50"] = 2 * sums["matched"] / targets if targets else 1.0
     means["count"] = int(count)
     return means
+
+
+def iou_head_auc(predicted_iou: torch.Tensor, found: torch.Tensor) -> float:
+    """ROC AUC of ``predicted_iou`` (N,) for ``found`` (N,) 1 against 0; NaN when either class
+    is missing (e.g. an untrained model finds no parcel), where the AUC is undefined."""
+    found = found.bool()
+    positives, negatives = predicted_iou[found], predicted_iou[~found]
+    if len(positives) == 0 or len(negatives) == 0:
+        return math.nan
+    statistic = mannwhitneyu(positives.cpu().numpy(), negatives.cpu().numpy()).statistic
+    return float(statistic) / (len(positives) * len(negatives))
+
+
+class IoUHeadAUC(EpochMetric):
+    """:func:`iou_head_auc` over an evaluation, gathered from every process.
+
+    ``update`` takes ``(predicted_iou, matched)``, two (N,) float64 tensors: each prompt's
+    predicted IoU and whether its mask found its parcel (``score_masks``' ``matched``).
+    """
+
+    def __init__(
+        self,
+        output_transform: Callable[[Any], Any] = lambda output: output,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(
+            iou_head_auc, output_transform=output_transform, check_compute_fn=False, device=device
+        )

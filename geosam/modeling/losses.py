@@ -5,6 +5,14 @@ ambiguous prompts with multimask output (only the mask with the lowest loss is t
 three outputs can specialise on whole, part and sub-part instead of averaging them), and the
 IoU head regressed onto the IoU that each predicted mask actually has with the target.
 
+A prompt with an empty target ("no parcel": an automatic-mode point on a road or a hedge) has
+an IoU target of 0 whatever its mask, even an empty one: the IoU head's output is what automatic
+mode keeps a mask by, and an empty target's masks are never parcels, so they must rank below
+every real one. (Scored as a mask, an empty prediction of an empty target agrees perfectly,
+see :mod:`geosam.engine.metrics`; as an IoU-head target that would teach the head to be sure of
+nothing.) The mask terms need no special case: focal loss on an all-zero target pushes every
+logit down, and Dice's +1 smoothing leaves it finite and lowest for an empty mask.
+
 Resolution: the loss is computed on the decoder's low-resolution logits (4x the embedding
 grid: 256x256 for a 1024 px input), against targets area-downsampled to that grid. The logits
 are produced at that resolution; upsampling them to the input size only interpolates, and costs
@@ -61,7 +69,7 @@ class SamLoss(nn.Module):
             mask_logits: (B, M, h, w) low-resolution logits, M = 1 or 3 (multimask).
             iou_predictions: (B, M) the IoU head's outputs.
             targets: (B, H, W) binary (bool, int or 0/1 float) masks in the padded input frame,
-                one per prompt; resized to (h, w) by area.
+                one per prompt; resized to (h, w) by area. All zero: "no parcel".
             num_masks: the divisor; defaults to B. Under data parallelism pass the number of
                 prompts over all processes divided by the world size, as DETR does, so that
                 after gradient averaging every prompt weighs the same wherever it ran.
@@ -83,6 +91,7 @@ class SamLoss(nn.Module):
             )
         # Under autocast the decoder emits bf16/fp16; sums over 65k pixels need fp32.
         logits = mask_logits.float()
+        has_target = targets.flatten(1).any(1)
         target = F.interpolate(targets[:, None].float(), size=logits.shape[-2:], mode="area")
         target = target.expand_as(logits)
 
@@ -99,6 +108,7 @@ class SamLoss(nn.Module):
 
         with torch.no_grad():
             actual_iou = _mask_iou(logits > self.mask_threshold, target >= 0.5)
+            actual_iou = torch.where(has_target[:, None], actual_iou, 0.0)
         iou_error = F.mse_loss(iou_predictions.float(), actual_iou, reduction="none").mean(1)
 
         divisor = max(float(len(logits) if num_masks is None else num_masks), 1.0)

@@ -29,8 +29,9 @@ Batch = dict[str, Any]
 
 PROMPT_KINDS: tuple[str, ...] = CHOICES["INPUT.PROMPT_TYPES"]
 # A single point is ambiguous (a field, or the farm it belongs to): with MODEL.MULTIMASK it gets
-# SAM's three masks and the loss trains the best one. Boxes and several points are not.
-MULTIMASK_KINDS = ("point",)
+# SAM's three masks and the loss trains the best one, as automatic mode decodes its grid points.
+# Boxes and several points are not.
+MULTIMASK_KINDS = ("point", "auto")
 
 
 @dataclass
@@ -47,7 +48,7 @@ class DecodedPrompts:
     iou_predictions: torch.Tensor
     # (N, S, S) bool, in the padded input frame.
     targets: torch.Tensor
-    # (N,) the instance each prompt targets.
+    # (N,) the instance each prompt targets (0: none, an empty target).
     instance_ids: torch.Tensor
 
     def __len__(self) -> int:

@@ -10,7 +10,13 @@ from yacs.config import CfgNode
 
 from geosam.data.transforms.color import ColorJitter
 from geosam.data.transforms.dihedral import IDENTITY, allowed_variants, apply_variant, flip_variant
-from geosam.data.transforms.prompts import PROMPT_KINDS, PromptSampler, PromptSet, fixed_prompts
+from geosam.data.transforms.prompts import (
+    INDEX_KINDS,
+    PromptSampler,
+    PromptSet,
+    fixed_auto_points,
+    fixed_prompts,
+)
 from geosam.data.transforms.sam_input import SamInput
 from geosam.runtime.flips import FLIPS
 
@@ -92,11 +98,14 @@ class TrainTransform(ChipTransform):
 
 
 class EvalTransform(ChipTransform):
-    """The chip as it is, with the fixed evaluation prompts of every instance from the index."""
+    """The chip as it is, with the fixed evaluation prompts of every instance from the index
+    and TEST.AUTO_POINTS automatic-mode points, seeded by the tile
+    (:func:`~geosam.data.transforms.prompts.fixed_auto_points`)."""
 
-    def __init__(self, cfg: CfgNode, kinds: tuple[str, ...] = PROMPT_KINDS):
+    def __init__(self, cfg: CfgNode, kinds: tuple[str, ...] = INDEX_KINDS):
         super().__init__(cfg)
         self.kinds = kinds
+        self.auto_points = cfg.TEST.AUTO_POINTS
 
     def __call__(
         self,
@@ -106,7 +115,9 @@ class EvalTransform(ChipTransform):
         instances: pd.DataFrame,
         rng: np.random.Generator,
     ) -> Sample:
-        return self.sample(tile_id, 0, image, mask, fixed_prompts(instances, self.kinds))
+        prompts = fixed_prompts(instances, self.kinds)
+        prompts.update(fixed_auto_points(mask, tile_id, self.auto_points))
+        return self.sample(tile_id, 0, image, mask, prompts)
 
 
 def training_variants(cfg: CfgNode) -> tuple[int, ...]:

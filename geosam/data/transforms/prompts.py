@@ -6,10 +6,15 @@ because a call needs prompts of the same shape:
 * ``"box"``: ``boxes`` (N, 4) XYXY;
 * ``"point"``: ``coords`` (N, 1, 2), ``labels`` (N, 1), one positive point;
 * ``"points"``: ``coords`` (N, K, 2), ``labels`` (N, K): positives (1), negatives (0) and
-  padding (-1, which SAM's prompt encoder ignores).
+  padding (-1, which SAM's prompt encoder ignores);
+* ``"auto"``: ``coords`` (N, 1, 2), ``labels`` (N, 1), one positive point anywhere in the chip,
+  as automatic mode's point grid falls: on a parcel, which it then targets, or on a road, hedge
+  or wood, where the target is "no parcel" (instance id 0, an empty mask). Without them the IoU
+  head never sees a point that should score low, and automatic mode cannot tell junk masks
+  from parcels by their predicted IoU.
 
-Every kind also has ``instance_ids`` (N,) naming the instance each prompt targets. Coordinates
-are pixel indices (x, y) of the array they were sampled on, SAM's convention.
+Every kind also has ``instance_ids`` (N,) naming the instance each prompt targets (0: none).
+Coordinates are pixel indices (x, y) of the array they were sampled on, SAM's convention.
 """
 
 from __future__ import annotations
@@ -20,10 +25,13 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from geosam.data.tiling.prompts import boundary_distance, interior_points
+from geosam.data.tiling.prompts import boundary_distance, interior_points, prompt_rng
 
 PromptSet = dict[str, dict[str, np.ndarray]]
-PROMPT_KINDS = ("box", "point", "points")
+# The kinds the tile index stores fixed evaluation prompts of (docs/tile-dataset.md).
+INDEX_KINDS = ("box", "point", "points")
+AUTO_KIND = "auto"
+PROMPT_KINDS = (*INDEX_KINDS, AUTO_KIND)
 
 
 class PromptSampler:
@@ -33,7 +41,9 @@ class PromptSampler:
     Boxes are the instance's box with each edge jittered by up to ``box_jitter`` of the box side
     (at most ``box_jitter_max_px``), like the loose boxes users draw. Points are random interior
     pixels; negatives are random pixels of the jittered box outside the instance, where a user
-    would click to correct a spill.
+    would click to correct a spill. An ``"auto"`` prompt drawn for an instance is a point
+    anywhere in the chip instead (:func:`auto_points`): the instances only set how many
+    prompts a chip gets, so the kinds' weights stay the shares of prompts.
     """
 
     def __init__(
@@ -97,6 +107,13 @@ class PromptSampler:
         window: tuple[slice, slice],
         rng: np.random.Generator,
     ) -> dict:
+        if kind == AUTO_KIND:
+            points = auto_points(mask, 1, rng)
+            return {
+                "coords": points["coords"][0],
+                "labels": points["labels"][0],
+                "instance_id": int(points["instance_ids"][0]),
+            }
         ys, xs = window
         box = np.array([xs.start, ys.start, xs.stop - 1, ys.stop - 1], dtype=np.float64)
         if kind == "box":
@@ -155,6 +172,34 @@ def fixed_prompts(instances: pd.DataFrame, kinds: Sequence[str]) -> PromptSet:
         coords = np.stack([xs, ys], axis=-1).astype(np.float64)
         prompts["points"] = {"coords": coords, "labels": np.ones(xs.shape), "instance_ids": ids}
     return {kind: value for kind, value in prompts.items() if len(ids)}
+
+
+def auto_points(mask: np.ndarray, count: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``count`` single positive points drawn uniformly over the chip, each targeting the
+    instance under it (0 where there is none).
+
+    Uniform pixels have the distribution of automatic mode's n × n grid shifted by a random
+    offset, which is where its points fall on a raster relative to the parcels.
+    """
+    height, width = mask.shape
+    xs, ys = rng.integers(0, width, count), rng.integers(0, height, count)
+    return {
+        "coords": np.stack([xs, ys], axis=1).astype(np.float64)[:, None, :],
+        "labels": np.ones((count, 1)),
+        "instance_ids": mask[ys, xs].astype(np.int64),
+    }
+
+
+def fixed_auto_points(mask: np.ndarray, tile_id: str, count: int) -> PromptSet:
+    """The chip's evaluation ``"auto"`` prompts: :func:`auto_points` seeded by the tile id.
+
+    The tile index holds no such prompts (adding them would change the dataset format), and
+    they need no more than the mask: drawn from a generator that depends only on the tile,
+    every model and every run is scored on the same points.
+    """
+    if count == 0:
+        return {}
+    return {AUTO_KIND: auto_points(mask, count, prompt_rng(0, tile_id, 0))}
 
 
 def _stack(kind: str, items: list[dict]) -> dict[str, np.ndarray]:

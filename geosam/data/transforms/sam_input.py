@@ -21,7 +21,8 @@ class SamInput:
 
     Targets are one boolean mask per prompt in the padded ``size`` × ``size`` frame: the
     instance mask resized like the image (nearest, so ids stay exact). A prompt whose instance
-    vanishes in the resize (a sliver smaller than a resized pixel) is dropped.
+    vanishes in the resize (a sliver smaller than a resized pixel) is dropped. A prompt on no
+    instance (id 0: an automatic-mode point off the parcels) targets an empty mask.
     """
 
     def __init__(self, size: int, pixel_mean: Sequence[float], pixel_std: Sequence[float]):
@@ -46,7 +47,8 @@ class SamInput:
         present = np.unique(resized)
         out: PromptSet = {}
         for kind, arrays in prompts.items():
-            keep = np.isin(arrays["instance_ids"], present[present > 0])
+            ids = arrays["instance_ids"]
+            keep = (ids == 0) | np.isin(ids, present[present > 0])
             if not keep.any():
                 continue
             scaled = {key: value[keep] for key, value in arrays.items()}
@@ -56,6 +58,6 @@ class SamInput:
             if "coords" in scaled:
                 scaled["coords"] = scale_coords(scaled["coords"], mask.shape, self.size)
             ids = scaled["instance_ids"]
-            scaled["targets"] = padded[None] == ids[:, None, None]
+            scaled["targets"] = (padded[None] == ids[:, None, None]) & (ids[:, None, None] > 0)
             out[kind] = scaled
         return out
