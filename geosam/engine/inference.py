@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,10 +190,10 @@ def run_evaluation(evaluator: Engine, loader: DataLoader) -> dict[str, Any]:
     summary = dict(metrics[METRICS_NAME])
     if AUC_NAME in metrics and AUTO_KIND in summary["per_kind"]:
         auto = summary["per_kind"][AUTO_KIND]
-        summary["per_kind"] = {
-            **summary["per_kind"],
-            AUTO_KIND: {**auto, AUC_NAME: metrics[AUC_NAME]},
-        }
+        # undefined (NaN) when every point found its parcel or none did: null in metrics.json,
+        # which strict JSON readers accept and NaN they do not
+        auc = None if math.isnan(metrics[AUC_NAME]) else metrics[AUC_NAME]
+        summary["per_kind"] = {**summary["per_kind"], AUTO_KIND: {**auto, AUC_NAME: auc}}
     return summary
 
 
@@ -253,11 +254,12 @@ def inference(
     )
     auto = metrics["per_kind"].get(AUTO_KIND)
     if auto is not None:
+        auc = auto.get(AUC_NAME)
         logger.info(
-            "%d automatic-mode points: F1@0.5 %.4f, IoU head ROC AUC %.4f",
+            "%d automatic-mode points: F1@0.5 %.4f, IoU head ROC AUC %s",
             auto["count"],
             auto["f1_50"],
-            auto.get(AUC_NAME, float("nan")),
+            "undefined" if auc is None else f"{auc:.4f}",
         )
     if keep_records:
         metrics["records"] = records

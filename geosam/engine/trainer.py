@@ -709,7 +709,7 @@ def _log_validation(tb_logger: TensorboardLogger, metrics: Mapping[str, Any], st
     groups = {"val": metrics, **{f"val_{k}": v for k, v in metrics["per_kind"].items()}}
     for tag, values in groups.items():
         for name, value in values.items():
-            if name not in ("per_kind", "count"):
+            if name not in ("per_kind", "count") and value is not None:
                 tb_logger.writer.add_scalar(f"{tag}/{name}", value, step)
 
 
