@@ -15,6 +15,10 @@ and their fixed prompts (box; one positive point; three points), ``geosam evalua
 4. the stand-in after fine-tuning decoder and image encoder (no cache, a few hundred steps,
    the chosen variant's loss).
 
+Last, the stand-in and the chosen decoder run, exported, go through ``geosam segment`` on the
+whole held-out images (scripts/bench_whole_rasters.py, issue 14): box and point prompts on
+whole fields against box-fill, and automatic mode's object F1.
+
 Before the NAIP stages it runs issue 4's round trip on the stand-in: tile → train → export-onnx
 → ``geosam segment`` on a synthetic scene it never saw (another seed), one point inside each
 parcel as the prompt, polygon IoU with the true parcels against box-fill's (each parcel's
@@ -47,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bench_whole_rasters
 import geopandas as gpd
 
 from geosam.data.synthetic import make_scene
@@ -300,6 +305,32 @@ def table(results: dict[str, dict[str, dict[str, float]]], tuned: Sequence[str])
     return "\n".join(lines) + "\n"
 
 
+def whole_rasters(
+    out: Path,
+    images: Sequence[Path],
+    labels: Path,
+    models: dict[str, Path],
+    timings: Timings,
+    redo: bool,
+) -> dict[str, Any]:
+    """Issue 14's scoring of what users get: the exported models through ``geosam segment`` on
+    the whole held-out images and whole fields (scripts/bench_whole_rasters.py), prompt mode
+    against box-fill and automatic mode's object F1."""
+    result_path = out / "whole-rasters" / "whole-rasters.json"
+    arguments = [
+        *(f"--model={name}={folder}" for name, folder in models.items()),
+        "--images", *map(str, images),
+        "--truth", str(labels), "--truth-layer", "fields", "--id-field", "field_id",
+        "-o", str(out / "whole-rasters"),
+    ]  # fmt: skip
+    timings.run(
+        "whole held-out rasters through geosam segment (prompts, automatic mode)",
+        not redo and result_path.exists(),
+        lambda: bench_whole_rasters.run(bench_whole_rasters.parse_args(arguments)),
+    )
+    return json.loads(result_path.read_text())
+
+
 def variant(text: str) -> tuple[str, float]:
     """``LOSS:LR`` → (loss, learning rate), for --decoder-variants."""
     loss, _, lr = text.partition(":")
@@ -520,9 +551,28 @@ def main() -> None:
             )
             evals[name] = load_eval(eval_dir)
         results[scoring.key] = collect(evals)
+    decoder_run = decoder_runs[chosen]
+    decoder_onnx = out / "models" / decoder_run.name
+    timings.run(
+        "export the tuned decoder to ONNX",
+        not redo and (decoder_onnx / "manifest.json").exists(),
+        lambda: geosam(
+            "export-onnx", "--run", str(decoder_run), "-o", str(decoder_onnx), "--overwrite"
+        ),
+    )
+    whole = whole_rasters(
+        out,
+        [by_stem[s] for s in heldout_stems],
+        labels,
+        {"stand-in": standin_onnx, "decoder": decoder_onnx},
+        timings,
+        redo,
+    )
     markdown = "\n".join(
         f"{scoring.title}\n\n{table(results[scoring.key], list(tuned))}" for scoring in SCORINGS
     )
+    markdown += "\nWhole held-out rasters through `geosam segment`:\n\n"
+    markdown += bench_whole_rasters.table(whole)
     document = {
         "benchmark": "scripts/bench_quality.py (issue 6)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
@@ -552,6 +602,7 @@ def main() -> None:
             "round_trip_scene": {"size": args.round_trip_size, "seed": args.round_trip_seed},
         },
         "round_trip": trip,
+        "whole_rasters": whole,
         "runs": {"stand-in": str(runs / "standin"), **{k: str(v) for k, v in tuned.items()}},
         "timings_s": timings.stages,
         "this_invocation_s": round(time.perf_counter() - t0, 1),

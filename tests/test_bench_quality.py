@@ -20,6 +20,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_quality.py"
 
 @pytest.fixture(scope="module")
 def bench():
+    # run as a script, its folder is on sys.path (it imports bench_whole_rasters beside it)
+    sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("bench_quality", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclass looks itself up there
@@ -114,3 +116,44 @@ def test_resuming_with_other_settings_is_refused(bench, tmp_path: Path, monkeypa
     )
     saved = json.loads((tmp_path / "settings.json").read_text())
     assert saved["pretrain_color_jitter"] == "[0.0, 0.0, 0.0, 0.0]"
+
+
+@pytest.fixture(scope="module")
+def whole():
+    spec = importlib.util.spec_from_file_location(
+        "bench_whole_rasters", SCRIPT.parent / "bench_whole_rasters.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_whole_raster_prompts_and_scores(whole, tmp_path: Path) -> None:
+    """Fields mostly on the raster get a box (their bounds in the raster's CRS) and a point
+    inside; polygons are scored per field and kind, a missing one is NaN; box-fill is the box."""
+    from conftest import write_raster
+
+    raster = write_raster(tmp_path / "r.tif", np.zeros((3, 100, 100), np.uint8))
+    l_shape = Polygon([(10, 10), (60, 10), (60, 20), (20, 20), (20, 60), (10, 60)])
+    fields = gpd.GeoDataFrame(
+        {"field_id": [1, 2, 3]},
+        geometry=[
+            box(500_040, 4_999_960, 500_090, 4_999_990),
+            Polygon([(500_000 + x, 5_000_000 - y) for x, y in l_shape.exterior.coords]),
+            box(500_090, 4_999_950, 500_200, 4_999_990),  # mostly off the raster
+        ],
+        crs="EPSG:32633",
+    )
+    on_raster, crs = whole.raster_fields(fields, raster, "field_id")
+    assert list(on_raster.field_id) == [1, 2]
+    prompts = whole.field_prompts(on_raster, crs, "field_id")
+    assert list(prompts.kind) == ["box", "box", "point", "point"]
+    points = prompts[prompts.kind == "point"].geometry.values
+    assert all(on_raster.geometry.values.contains(points))
+    polygons = prompts[prompts.kind == "box"].copy()
+    polygons.loc[0, "geometry"] = on_raster.geometry.iloc[0]  # field 1 exactly
+    ious = whole.prompt_ious(on_raster, prompts, polygons, "field_id", "EPSG:32633")
+    assert ious["box"][0] == pytest.approx(1.0)
+    assert ious["box"][1] == pytest.approx(l_shape.area / 50**2)  # its box, as box-fill
+    assert np.isnan(ious["point"]).all()
+    assert ious["box_fill"] == pytest.approx([1.0, l_shape.area / 50**2])

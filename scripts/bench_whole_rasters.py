@@ -1,0 +1,280 @@
+"""Score what a user gets: exported models through ``geosam segment`` on whole rasters.
+
+Tiles clip every large field into a near-rectangle, which flatters box-fill and hides what
+happens to parcels larger than a window, so this benchmark scores whole held-out rasters and
+whole fields, through the command users run (issue 14's benchmark):
+
+* **prompt mode**: per true field, one box prompt (the field's bounds in the raster's CRS, as
+  a user drags it) and one point prompt (the field's pole of inaccessibility, its most interior
+  point, as a user clicks); the polygon ``geosam segment`` returns for each prompt is scored by
+  IoU with its field, against box-fill's (the box itself as the parcel). A field whose prompt
+  gives no polygon scores 0 and is counted;
+* **automatic mode**: ``geosam segment --auto`` per raster, scored by ``geosam score-parcels``
+  over the rasters' footprints: object precision, recall, F1 at IoU 0.5 (one-to-one), mean IoU
+  of the matches, truth area covered.
+
+IoUs are computed in the truth's CRS when it is projected (NAIP fields: EPSG:5070, equal-area),
+else in the raster's. Each model is a folder from ``geosam export-onnx``, named on the command
+line, so a stand-in and a tuned model come out side by side::
+
+    python scripts/bench_whole_rasters.py --model standin=out/models/standin \\
+        --model tuned=out/models/decoder --images img1.tif img2.tif --truth fields.gpkg \\
+        --truth-layer fields --id-field field_id -o out/whole-rasters
+
+``scripts/bench_quality.py`` runs it on its held-out NAIP images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import shapely
+from shapely.ops import polylabel
+
+from geosam.segment.score_report import score_parcel_files
+
+PROMPT_KINDS = ("box", "point")
+
+
+def geosam(*args: str) -> None:
+    """Run a geosam CLI command in a child process, as a user would."""
+    print("  $ geosam " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "geosam", *args], check=True)
+
+
+def raster_fields(
+    truth: gpd.GeoDataFrame, raster: Path, id_field: str
+) -> tuple[gpd.GeoDataFrame, Any]:
+    """The true fields that lie mostly on ``raster`` (half their area or more inside its
+    bounds), in the truth's CRS, and the raster's CRS."""
+    with rasterio.open(raster) as ds:
+        crs, bounds = ds.crs, ds.bounds
+    footprint = gpd.GeoSeries([shapely.box(*bounds)], crs=crs).to_crs(truth.crs).iloc[0]
+    inside = shapely.area(shapely.intersection(truth.geometry.values, footprint))
+    fields = truth[inside >= 0.5 * shapely.area(truth.geometry.values)]
+    return fields[[id_field, fields.geometry.name]].reset_index(drop=True), crs
+
+
+def field_prompts(fields: gpd.GeoDataFrame, raster_crs: Any, id_field: str) -> gpd.GeoDataFrame:
+    """A box and a point prompt per field, in the raster's CRS: the field's bounds there (what
+    a user drags on the image) and its pole of inaccessibility, found in the fields' own CRS
+    (degrees are not metres) and then reprojected."""
+    in_raster = fields.to_crs(raster_crs)
+    boxes = [shapely.box(*geometry.bounds) for geometry in in_raster.geometry]
+    poles = gpd.GeoSeries(
+        [polylabel(_largest_part(g), tolerance=0.5) for g in fields.geometry], crs=fields.crs
+    ).to_crs(raster_crs)
+    count = len(fields)
+    return gpd.GeoDataFrame(
+        {
+            id_field: [*fields[id_field], *fields[id_field]],
+            "kind": ["box"] * count + ["point"] * count,
+        },
+        geometry=[*boxes, *poles],
+        crs=raster_crs,
+    )
+
+
+def _largest_part(geometry: shapely.Geometry) -> shapely.Polygon:
+    parts = shapely.get_parts(geometry)
+    return parts[int(np.argmax(shapely.area(parts)))]
+
+
+def prompt_ious(
+    fields: gpd.GeoDataFrame,
+    prompts: gpd.GeoDataFrame,
+    polygons: gpd.GeoDataFrame,
+    id_field: str,
+    metric_crs: Any,
+) -> dict[str, np.ndarray]:
+    """Per prompt kind, the IoU of each field with its prompt's polygon (NaN where the prompt
+    gave none), and ``box_fill``: each field with its box prompt; all in ``metric_crs``."""
+    fields = fields.to_crs(metric_crs).set_index(id_field).geometry
+    polygons = polygons.to_crs(metric_crs)
+    prompts = prompts.to_crs(metric_crs)
+    ious: dict[str, np.ndarray] = {}
+    for kind in PROMPT_KINDS:
+        found = polygons[polygons["kind"] == kind].set_index(id_field).geometry
+        ious[kind] = np.array(
+            [_iou(geometry, found.get(field_id)) for field_id, geometry in fields.items()]
+        )
+    boxes = prompts[prompts["kind"] == "box"].set_index(id_field).geometry
+    ious["box_fill"] = np.array(
+        [_iou(geometry, boxes[field_id]) for field_id, geometry in fields.items()]
+    )
+    return ious
+
+
+def _iou(a: shapely.Geometry, b: shapely.Geometry | None) -> float:
+    if b is None or b.is_empty:
+        return float("nan")
+    union = shapely.area(shapely.union(a, b))
+    return float(shapely.area(shapely.intersection(a, b)) / union) if union > 0 else 0.0
+
+
+def prompt_mode(
+    model: Path,
+    rasters: Sequence[Path],
+    truth: gpd.GeoDataFrame,
+    id_field: str,
+    out: Path,
+) -> dict[str, Any]:
+    """Box and point prompts on every field of every raster through ``geosam segment``."""
+    metric_crs = truth.crs if truth.crs.is_projected else None
+    per_kind: dict[str, list[np.ndarray]] = {kind: [] for kind in (*PROMPT_KINDS, "box_fill")}
+    for raster in rasters:
+        fields, raster_crs = raster_fields(truth, raster, id_field)
+        if fields.empty:
+            continue
+        prompts = field_prompts(fields, raster_crs, id_field)
+        prompts_path = out / f"{raster.stem}-prompts.gpkg"
+        prompts.to_file(prompts_path, engine="pyogrio")
+        polygons_path = out / f"{raster.stem}-parcels.gpkg"
+        geosam(
+            "segment", str(raster), "--model", str(model), "--prompts", str(prompts_path),
+            "-o", str(polygons_path), "--quiet",
+        )  # fmt: skip
+        polygons = gpd.read_file(polygons_path)
+        ious = prompt_ious(fields, prompts, polygons, id_field, metric_crs or raster_crs)
+        for kind, values in ious.items():
+            per_kind[kind].append(values)
+    return {
+        kind: {
+            "fields": int(sum(len(v) for v in values)),
+            # a field without a polygon scores 0
+            "mIoU": round(float(np.nan_to_num(np.concatenate(values)).mean()), 4)
+            if values
+            else None,
+            "without_polygon": int(sum(np.isnan(v).sum() for v in values)),
+        }
+        for kind, values in per_kind.items()
+    }
+
+
+def auto_mode(
+    model: Path,
+    rasters: Sequence[Path],
+    truth_path: Path,
+    truth_layer: str | None,
+    out: Path,
+    auto_args: Sequence[str],
+) -> dict[str, Any]:
+    """``geosam segment --auto`` per raster, scored together by ``score-parcels``."""
+    maps = []
+    for raster in rasters:
+        parcels = out / f"{raster.stem}-auto.gpkg"
+        geosam(
+            "segment", str(raster), "--model", str(model), "--auto", "-o", str(parcels),
+            "--quiet", *auto_args,
+        )  # fmt: skip
+        maps.append(parcels)
+    score, table = score_parcel_files(
+        maps,
+        out / "auto-scores",
+        truth=truth_path,
+        truth_layer=truth_layer,
+        rasters=list(rasters),
+        overwrite=True,
+    )
+    print(table, flush=True)
+    return score.overall.scores.to_dict()
+
+
+def bench_model(args: argparse.Namespace, name: str, model: Path) -> dict[str, Any]:
+    """Both modes for one model, with their seconds."""
+    out = args.output / name
+    out.mkdir(parents=True, exist_ok=True)
+    truth = gpd.read_file(args.truth, layer=args.truth_layer)
+    start = time.perf_counter()
+    prompts = prompt_mode(model, args.images, truth, args.id_field, out)
+    prompt_seconds = time.perf_counter() - start
+    auto = auto_mode(model, args.images, args.truth, args.truth_layer, out, args.auto_args)
+    return {
+        "prompts": prompts,
+        "auto": auto,
+        "seconds": {
+            "prompts": round(prompt_seconds, 1),
+            "auto": round(time.perf_counter() - start - prompt_seconds, 1),
+        },
+    }
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown: the models side by side, prompt mode (with box-fill) then automatic mode."""
+    names = list(results)
+    first = results[names[0]]["prompts"]
+    lines = [
+        "| whole rasters, whole fields | box-fill | " + " | ".join(names) + " |",
+        "|---|---:|" + "---:|" * len(names),
+    ]
+    for kind in PROMPT_KINDS:
+        cells = [f"{results[n]['prompts'][kind]['mIoU']:.3f}" for n in names]
+        lines.append(
+            f"| {kind} prompt mIoU ({first[kind]['fields']} fields) | "
+            f"{first['box_fill']['mIoU']:.3f} | " + " | ".join(cells) + " |"
+        )
+        cells = [str(results[n]["prompts"][kind]["without_polygon"]) for n in names]
+        lines.append(f"| {kind} prompts without a polygon | – | " + " | ".join(cells) + " |")
+    for key, title in (
+        ("f1", "automatic: object F1@0.5"),
+        ("precision", "automatic: precision"),
+        ("recall", "automatic: recall"),
+        ("matched_miou", "automatic: mIoU of matches"),
+    ):
+        cells = [_number(results[n]["auto"].get(key)) for n in names]
+        lines.append(f"| {title} | – | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def model_argument(text: str) -> tuple[str, Path]:
+    name, _, folder = text.partition("=")
+    if not name or not folder:
+        raise argparse.ArgumentTypeError(f"{text!r}: not NAME=MODEL_DIR")
+    return name, Path(folder)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", type=model_argument, action="append", required=True, help="NAME=MODEL_DIR"
+    )
+    parser.add_argument("--images", type=Path, nargs="+", required=True)
+    parser.add_argument("--truth", type=Path, required=True)
+    parser.add_argument("--truth-layer")
+    parser.add_argument("--id-field", required=True)
+    parser.add_argument(
+        "--auto-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="options for `geosam segment --auto` (last on the line), e.g. thresholds",
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every model, then the side-by-side table; writes OUTPUT/whole-rasters.{json,md}."""
+    results = {name: bench_model(args, name, model) for name, model in args.model}
+    text = table(results)
+    print(text, flush=True)
+    (args.output / "whole-rasters.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.output / "whole-rasters.md").write_text(text)
+    return results
+
+
+if __name__ == "__main__":
+    run(parse_args())
