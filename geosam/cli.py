@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from geosam import __version__
-from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams
+from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, THRESHOLDS, AutoParams
 from geosam.utils.errors import GeosamError
 
 if TYPE_CHECKING:
@@ -48,14 +48,14 @@ def _int_list(
         ) from None
 
 
-def _auto_options(*options: tuple[str, float, str]) -> Callable[[Callable], Callable]:
-    """The ``segment --auto`` settings: (name, default, help) each, shown with the default."""
+def _auto_options(*options: tuple[str, float | None, str]) -> Callable[[Callable], Callable]:
+    """The ``segment --auto`` settings: (name, default, help) each, shown with the default
+    (None: a float that has no fixed default; the help says what applies then)."""
 
     def decorate(command: Callable) -> Callable:
         for name, default, text in reversed(options):
-            command = click.option(
-                name, default=default, show_default=True, help=f"--auto: {text}"
-            )(command)
+            shown = {"type": float} if default is None else {"show_default": True}
+            command = click.option(name, default=default, help=f"--auto: {text}", **shown)(command)
         return command
 
     return decorate
@@ -551,13 +551,15 @@ def export_checkpoint(
     ),
     (
         "--pred-iou-thresh",
-        AutoParams.pred_iou_thresh,
-        "keep masks whose predicted IoU is at least this (0-1; SAM's default).",
+        None,
+        "keep masks whose predicted IoU is at least this (0-1). Default: the model's own, "
+        f"tuned on its val split by export-onnx, else SAM's {AutoParams.pred_iou_thresh:g}.",
     ),
     (
         "--stability-thresh",
-        AutoParams.stability_thresh,
-        "keep masks whose stability score is at least this (0-1; SAM's default).",
+        None,
+        "keep masks whose stability score is at least this (0-1). Default: the model's own, "
+        f"tuned on its val split by export-onnx, else SAM's {AutoParams.stability_thresh:g}.",
     ),
     ("--min-area", DEFAULT_MIN_AREA_M2, "drop parcels smaller than this many m²."),
     ("--min-hole", DEFAULT_MIN_AREA_M2, "fill holes in parcels smaller than this many m²."),
@@ -592,8 +594,8 @@ def segment(
     all_parts: bool,
     flip_tta: bool,
     points_per_side: int,
-    pred_iou_thresh: float,
-    stability_thresh: float,
+    pred_iou_thresh: float | None,
+    stability_thresh: float | None,
     min_area: float,
     min_hole: float,
     overlap: float,
@@ -625,15 +627,16 @@ def segment(
         flip_tta=flip_tta,
     )
     if auto:
+        given = {
+            name: value
+            for name, value in zip(THRESHOLDS, (pred_iou_thresh, stability_thresh), strict=True)
+            if value is not None
+        }
         settings = AutoParams(
-            points_per_side=points_per_side,
-            pred_iou_thresh=pred_iou_thresh,
-            stability_thresh=stability_thresh,
-            overlap=overlap,
-            coverage=not overlapping,
+            points_per_side=points_per_side, overlap=overlap, coverage=not overlapping, **given
         )
         result = segment_auto(
-            raster, model_dir, output, params, settings, min_area, not quiet, min_hole
+            raster, model_dir, output, params, settings, min_area, not quiet, min_hole, given
         )
         click.echo(
             f"{output}: {result.polygons} polygons from {result.encoded} windows, "
