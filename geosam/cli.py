@@ -421,6 +421,12 @@ def evaluate(
 )
 @click.option("--opset", default=17, show_default=True, help="ONNX opset version.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty model folder.")
+@click.option(
+    "--no-calibration",
+    is_flag=True,
+    help="With --run, skip tuning automatic mode's thresholds on the run's val split (the "
+    "model then gets SAM's in geosam segment --auto and the plugin).",
+)
 @click.argument("opts", nargs=-1, type=click.UNPROCESSED)
 def export_onnx(
     run_dir: Path | None,
@@ -430,10 +436,13 @@ def export_onnx(
     quantize: bool,
     opset: int,
     overwrite: bool,
+    no_calibration: bool,
     opts: tuple[str, ...],
 ) -> None:
     """Export a model to ONNX for geosam segment and the QGIS plugin, with a parity check
-    against PyTorch. OPTS are KEY VALUE config overrides, e.g. MODEL.CHECKPOINT
+    against PyTorch; a run's model also gets the automatic-mode thresholds that maximise
+    object F1 on its val split (in its manifest and the run's auto_thresholds.json). OPTS
+    are KEY VALUE config overrides, e.g. MODEL.CHECKPOINT
     sam_vit_b_01ec64.pth with --config-file, or DATASETS.TRAIN for a run whose tiles moved."""
     from geosam.export import export_onnx as export
 
@@ -445,6 +454,8 @@ def export_onnx(
         quantize_int8=quantize,
         opset=opset,
         overwrite=overwrite,
+        run_dir=run_dir,
+        calibrate=not no_calibration,
     )
     click.echo(result.report)
     click.echo(f"model: {result.model_dir} ({', '.join(result.manifest['files'])})")
