@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from geosam import __version__
-from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams
+from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, THRESHOLDS, AutoParams
 from geosam.utils.errors import GeosamError
 
 if TYPE_CHECKING:
@@ -48,14 +48,14 @@ def _int_list(
         ) from None
 
 
-def _auto_options(*options: tuple[str, float, str]) -> Callable[[Callable], Callable]:
-    """The ``segment --auto`` settings: (name, default, help) each, shown with the default."""
+def _auto_options(*options: tuple[str, float | None, str]) -> Callable[[Callable], Callable]:
+    """The ``segment --auto`` settings: (name, default, help) each, shown with the default
+    (None: a float that has no fixed default; the help says what applies then)."""
 
     def decorate(command: Callable) -> Callable:
         for name, default, text in reversed(options):
-            command = click.option(
-                name, default=default, show_default=True, help=f"--auto: {text}"
-            )(command)
+            shown = {"type": float} if default is None else {"show_default": True}
+            command = click.option(name, default=default, help=f"--auto: {text}", **shown)(command)
         return command
 
     return decorate
@@ -421,6 +421,12 @@ def evaluate(
 )
 @click.option("--opset", default=17, show_default=True, help="ONNX opset version.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty model folder.")
+@click.option(
+    "--no-calibration",
+    is_flag=True,
+    help="With --run, skip tuning automatic mode's thresholds on the run's val split (the "
+    "model then gets SAM's in geosam segment --auto and the plugin).",
+)
 @click.argument("opts", nargs=-1, type=click.UNPROCESSED)
 def export_onnx(
     run_dir: Path | None,
@@ -430,10 +436,13 @@ def export_onnx(
     quantize: bool,
     opset: int,
     overwrite: bool,
+    no_calibration: bool,
     opts: tuple[str, ...],
 ) -> None:
     """Export a model to ONNX for geosam segment and the QGIS plugin, with a parity check
-    against PyTorch. OPTS are KEY VALUE config overrides, e.g. MODEL.CHECKPOINT
+    against PyTorch; a run's model also gets the automatic-mode thresholds that maximise
+    object F1 on its val split (in its manifest and the run's auto_thresholds.json). OPTS
+    are KEY VALUE config overrides, e.g. MODEL.CHECKPOINT
     sam_vit_b_01ec64.pth with --config-file, or DATASETS.TRAIN for a run whose tiles moved."""
     from geosam.export import export_onnx as export
 
@@ -445,6 +454,8 @@ def export_onnx(
         quantize_int8=quantize,
         opset=opset,
         overwrite=overwrite,
+        run_dir=run_dir,
+        calibrate=not no_calibration,
     )
     click.echo(result.report)
     click.echo(f"model: {result.model_dir} ({', '.join(result.manifest['files'])})")
@@ -551,13 +562,15 @@ def export_checkpoint(
     ),
     (
         "--pred-iou-thresh",
-        AutoParams.pred_iou_thresh,
-        "keep masks whose predicted IoU is at least this (0-1; SAM's default).",
+        None,
+        "keep masks whose predicted IoU is at least this (0-1). Default: the model's own, "
+        f"tuned on its val split by export-onnx, else SAM's {AutoParams.pred_iou_thresh:g}.",
     ),
     (
         "--stability-thresh",
-        AutoParams.stability_thresh,
-        "keep masks whose stability score is at least this (0-1; SAM's default).",
+        None,
+        "keep masks whose stability score is at least this (0-1). Default: the model's own, "
+        f"tuned on its val split by export-onnx, else SAM's {AutoParams.stability_thresh:g}.",
     ),
     ("--min-area", DEFAULT_MIN_AREA_M2, "drop parcels smaller than this many m²."),
     ("--min-hole", DEFAULT_MIN_AREA_M2, "fill holes in parcels smaller than this many m²."),
@@ -592,8 +605,8 @@ def segment(
     all_parts: bool,
     flip_tta: bool,
     points_per_side: int,
-    pred_iou_thresh: float,
-    stability_thresh: float,
+    pred_iou_thresh: float | None,
+    stability_thresh: float | None,
     min_area: float,
     min_hole: float,
     overlap: float,
@@ -625,15 +638,16 @@ def segment(
         flip_tta=flip_tta,
     )
     if auto:
+        given = {
+            name: value
+            for name, value in zip(THRESHOLDS, (pred_iou_thresh, stability_thresh), strict=True)
+            if value is not None
+        }
         settings = AutoParams(
-            points_per_side=points_per_side,
-            pred_iou_thresh=pred_iou_thresh,
-            stability_thresh=stability_thresh,
-            overlap=overlap,
-            coverage=not overlapping,
+            points_per_side=points_per_side, overlap=overlap, coverage=not overlapping, **given
         )
         result = segment_auto(
-            raster, model_dir, output, params, settings, min_area, not quiet, min_hole
+            raster, model_dir, output, params, settings, min_area, not quiet, min_hole, given
         )
         click.echo(
             f"{output}: {result.polygons} polygons from {result.encoded} windows, "

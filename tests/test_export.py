@@ -132,6 +132,28 @@ def test_metadata_props_equal_manifest(exported: tuple[Path, str, dict]) -> None
         assert read_metadata_props(onnx.load(str(model_dir / name))) == fields, name
 
 
+def test_auto_thresholds_tuned_on_the_val_split(
+    exported: tuple[Path, str, dict], run: Path
+) -> None:
+    """Every field is in the ONNX metadata too (test_metadata_props_equal_manifest)."""
+    _, _, manifest = exported
+    tuned = manifest["auto_thresholds"]
+    for name in ("pred_iou_thresh", "stability_thresh"):
+        assert tuned[name] in tuned["grid"][name]
+    assert tuned["f1"] >= tuned["sam_defaults"]["f1"] and 0 <= tuned["f1"] <= 1
+    assert tuned["match_iou"] == 0.5 and tuned["truth"] > 0
+    val = tuned["val"]
+    assert val["dataset"] == str((run.parent / "tiles").resolve()) and val["split"] == "val"
+    assert val["tiles"] > 0 and val["area_km2"] > 0
+    assert json.loads((run / "auto_thresholds.json").read_text()) == tuned
+
+
+def test_no_calibration(run: Path, tmp_path: Path) -> None:
+    code, _, stderr = run_cli("--run", str(run), "-o", str(tmp_path / "model"), "--no-calibration")
+    assert code == 0, stderr
+    assert "auto_thresholds" not in json.loads((tmp_path / "model" / MANIFEST).read_text())
+
+
 @pytest.mark.parametrize("name", [DECODER, INT8[DECODER]])
 def test_decoder_interface(exported: tuple[Path, str, dict], name: str) -> None:
     """The official SAM ONNX decoder: input names, order, shapes, a dynamic point count."""

@@ -9,6 +9,8 @@ The run folder (OUTPUT_DIR) is the contract between training and everything afte
     model_best.pth     the trained weights alone (geosam.modeling.save_trained_weights), with
                        the base checkpoint's sha256 and model type, at the best validation
     model_final.pth    the same at the end of training
+    auto_thresholds.json   automatic mode's thresholds tuned on the val split by
+                       geosam export-onnx (geosam.export.auto_calibration)
     eval-<dataset>-<split>/   geosam evaluate's default output
 
 A run's tuned model is its base (rebuilt from config.yaml: the same checkpoint, or the same
@@ -42,6 +44,7 @@ METRICS_FILE = "metrics.json"
 TENSORBOARD_DIR = "tb"
 BEST_WEIGHTS = "model_best.pth"
 FINAL_WEIGHTS = "model_final.pth"
+AUTO_THRESHOLDS_FILE = "auto_thresholds.json"
 WEIGHT_FILES = {"best": BEST_WEIGHTS, "final": FINAL_WEIGHTS}
 
 

@@ -32,6 +32,7 @@ stays until the new one is whole.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import warnings
@@ -48,13 +49,15 @@ from segment_anything.utils.onnx import SamOnnxModel
 from torch.nn import functional as F
 from yacs.config import CfgNode
 
-from geosam.engine.run_dir import base_checkpoint_sha256, build_tuned_model
+from geosam.engine.run_dir import AUTO_THRESHOLDS_FILE, base_checkpoint_sha256, build_tuned_model
 from geosam.export import metadata
+from geosam.export.auto_calibration import calibrate_export
 from geosam.export.parity import check_parity, format_report
 from geosam.modeling import build_model, sha256_file
+from geosam.runtime.auto import TUNED_THRESHOLDS
 from geosam.runtime.model import DECODER, ENCODER, INT8
 from geosam.utils.errors import GeosamError
-from geosam.utils.publish import publish_dir, refuse_occupied
+from geosam.utils.publish import publish_dir, publish_file, refuse_occupied
 
 logger = logging.getLogger("geosam.export")
 
@@ -324,8 +327,15 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     overwrite: bool = False,
     external_data: bool | None = None,
+    run_dir: Path | None = None,
+    calibrate: bool = True,
 ) -> ExportResult:
     """Export the model of ``cfg`` (plus trained ``weights``, from a run) to ``output``.
+
+    With ``weights`` and ``calibrate``, automatic mode's thresholds are tuned on the run's
+    val split with the exported graphs (:mod:`geosam.export.auto_calibration`) and written
+    into the manifest as ``auto_thresholds``, and into ``run_dir`` (the run's folder, if
+    given) as ``auto_thresholds.json``.
 
     ``external_data`` None decides by size (:func:`needs_external_data`); True or False forces
     it (tests force it on the tiny model to exercise the ViT-H path). Checks everything a user
@@ -356,5 +366,12 @@ def export_onnx(
             weights_sha256=sha256_file(weights) if weights is not None else None,
             parity=parity,
         )
+        if weights is not None and calibrate:
+            thresholds = calibrate_export(cfg, raw, fields)
+            if thresholds is not None:
+                fields[TUNED_THRESHOLDS] = thresholds
         manifest = write_model_dir(staging, raw, names, fields, external_data)
+    if run_dir is not None and TUNED_THRESHOLDS in manifest:
+        with publish_file(run_dir / AUTO_THRESHOLDS_FILE) as path:
+            path.write_text(json.dumps(manifest[TUNED_THRESHOLDS], indent=2) + "\n")
     return ExportResult(output, manifest, format_report(parity))

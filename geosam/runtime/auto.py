@@ -28,7 +28,10 @@ as well. The steps, each a function below, so the CLI and the QGIS plugin share 
    is handed out as final as soon as no window still to come reaches its box, so memory
    holds about one row of windows' masks (plus the parcels that span rows). By default the
    final parcels are a coverage: a pixel two of them hold goes to the better-ranked.
-4. :class:`AutoSegmenter`: the loop over a raster (:class:`~.reader.RasterReader`: the CLI's
+4. :func:`choose_thresholds`: the predicted-IoU and stability filters a run uses: the
+   user's, else the ones tuned for this model on its val split and recorded in its manifest
+   (:mod:`geosam.export.auto_calibration`), else SAM's.
+5. :class:`AutoSegmenter`: the loop over a raster (:class:`~.reader.RasterReader`: the CLI's
    rasterio reader or the plugin's GDAL one) that runs these steps window by window and hands
    out each final parcel on the tiling grid, counting what it drops. ``geosam segment
    --auto`` and the plugin's automatic mode only turn its masks into polygons and write them.
@@ -40,9 +43,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,6 +63,10 @@ BLOCKS_PER_WINDOW = 16
 # Parcels smaller than this are fragments (slivers at window edges, corners of fields); the
 # callers convert it to grid pixels for AutoParams.min_area_px.
 DEFAULT_MIN_AREA_M2 = 100.0
+# The manifest key of the thresholds tuned on the model's val split, and the AutoParams fields
+# it holds (geosam.export.auto_calibration writes it).
+TUNED_THRESHOLDS = "auto_thresholds"
+THRESHOLDS = ("pred_iou_thresh", "stability_thresh")
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,61 @@ class AutoParams:
             raise GeosamError(
                 f"the stability offset must be positive, got {self.stability_offset:g}"
             )
+
+
+def tuned_thresholds(manifest: Mapping[str, Any], where: str) -> dict[str, float] | None:
+    """The thresholds tuned for this model on its val split, from its manifest (``where``
+    names the manifest in messages); None when it has none (an export older than the
+    calibration, another tool's decoder). A malformed entry is refused, not ignored: the
+    user would get thresholds nobody chose."""
+    entry = manifest.get(TUNED_THRESHOLDS)
+    if entry is None:
+        return None
+    if not isinstance(entry, Mapping):
+        raise GeosamError(
+            f"{where}: {TUNED_THRESHOLDS} must be an object holding {' and '.join(THRESHOLDS)}, "
+            f"got {type(entry).__name__}: export the model again"
+        )
+    values = {}
+    for name in THRESHOLDS:
+        value = entry.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise GeosamError(
+                f"{where}: {TUNED_THRESHOLDS}.{name} must be a number between 0 and 1, got "
+                f"{value!r}: export the model again"
+            )
+        values[name] = float(value)
+    return values
+
+
+def choose_thresholds(
+    params: AutoParams, manifest: Mapping[str, Any], where: str, given: Mapping[str, float]
+) -> tuple[AutoParams, str]:
+    """``params`` with automatic mode's thresholds each taken from ``given`` (the user's),
+    else from the model's tuned ones (:func:`tuned_thresholds`), else left as ``params``
+    has them (SAM's unless a caller set others); and one line for the log saying which
+    values are used and where they come from.
+
+    SAM's thresholds are Meta's for Meta's model: a tuned model's IoU head predicts other
+    values, so a threshold the user did not give is the model's own wherever it has one.
+    """
+    tuned = tuned_thresholds(manifest, where)
+    chosen = {name: getattr(params, name) for name in THRESHOLDS}
+    chosen.update(tuned or {})
+    chosen.update(given)
+    origin = "the model's, tuned on its val split" if tuned else "defaults"
+    described = ", ".join(
+        f"{label} {chosen[name]:g} ({'given' if name in given else origin})"
+        for name, label in zip(THRESHOLDS, ("predicted IoU", "stability"), strict=True)
+    )
+    line = f"automatic mode thresholds: {described}"
+    if tuned is None and len(given) < len(THRESHOLDS):
+        line += (
+            f"; {where} has no tuned thresholds (an older export or another tool's decoder), "
+            "so SAM's apply: give both thresholds, or export the model from its run again to "
+            "tune them"
+        )
+    return replace(params, **chosen), line
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,13 @@ class SamModel:
         value = self.manifest.get("ground_resolution_m")
         return None if value is None else float(value)
 
+    @property
+    def manifest_source(self) -> str:
+        """Where :attr:`manifest` was read, for messages: the manifest file, or for a folder
+        without one the model itself (its ONNX metadata, or SAM's defaults)."""
+        path = self.model_dir / MANIFEST
+        return str(path) if path.is_file() else f"the model in {self.model_dir}"
+
     @classmethod
     def load(
         cls,

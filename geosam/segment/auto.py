@@ -14,6 +14,7 @@ neighbours) and the writing of :mod:`geosam.segment.pipeline`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import geopandas as gpd
@@ -21,7 +22,12 @@ import shapely
 from tqdm import tqdm
 
 from geosam.runtime import SamModel
-from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams, AutoSegmenter
+from geosam.runtime.auto import (
+    DEFAULT_MIN_AREA_M2,
+    AutoParams,
+    AutoSegmenter,
+    choose_thresholds,
+)
 from geosam.runtime.reasons import EMPTY, describe_counts
 from geosam.segment.pipeline import (
     SegmentParams,
@@ -45,11 +51,15 @@ def segment_auto(
     min_area_m2: float = DEFAULT_MIN_AREA_M2,
     progress: bool = True,
     min_hole_m2: float = DEFAULT_MIN_AREA_M2,
+    thresholds: Mapping[str, float] | None = None,
 ) -> SegmentResult:
     """Segment every parcel of ``raster`` with the model in ``model_dir`` and write one
     polygon per parcel to ``output``, with ``score`` (predicted IoU), ``stability`` and
     ``area_m2``. ``auto.min_area_px`` and ``auto.min_hole_px`` are replaced by
-    ``min_area_m2`` and ``min_hole_m2`` on the tiling's grid. A raster where no parcel is
+    ``min_area_m2`` and ``min_hole_m2`` on the tiling's grid. ``thresholds`` (AutoParams
+    field → value) are the user's; the thresholds not given there are the model's tuned ones
+    where its manifest has them, else ``auto``'s (:func:`~geosam.runtime.auto.choose_thresholds`,
+    logged). A raster where no parcel is
     found gives an empty layer and a warning, not an error: a batch run goes on.
 
     In the result, ``prompts`` counts the point prompts decoded, ``encoded`` the windows,
@@ -61,6 +71,8 @@ def segment_auto(
             raise GeosamError(f"{option} must be 0 or more m², got {value:g}")
     driver, out_crs = prepare_output(output, params)
     model = SamModel.load(model_dir, threads=params.threads, flip_tta=params.flip_tta)
+    auto, chosen = choose_thresholds(auto, model.manifest, model.manifest_source, thresholds or {})
+    logger.info("%s", chosen)
     with WindowReader(raster, model.manifest) as reader:
         segmenter = AutoSegmenter(
             model,

@@ -24,6 +24,9 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .runtime.auto import tuned_thresholds
+from .runtime.errors import GeosamError
+
 NEW_LAYER_TEXT = "New temporary layer"
 HELP = (
     "Left click: inside the parcel · right click: outside · drag: box around it · "
@@ -33,12 +36,24 @@ HELP = (
 
 
 def describe_manifest(manifest: Mapping[str, Any]) -> str:
-    """One line: model type, input size and ground resolution of a model manifest."""
+    """One line: model type, input size, ground resolution and automatic-mode thresholds
+    (tuned on the model's val split, or SAM's) of a model manifest."""
     resolution = manifest.get("ground_resolution_m")
     ground = "the raster's own" if resolution is None else f"{float(resolution):g} m/px"
+    try:
+        tuned = tuned_thresholds(manifest, "the manifest")
+    except GeosamError as error:
+        tuned, thresholds = None, str(error)
+    else:
+        thresholds = "no tuned thresholds (SAM's)"
+    if tuned is not None:
+        thresholds = (
+            f"thresholds tuned on its val split: predicted IoU {tuned['pred_iou_thresh']:g}, "
+            f"stability {tuned['stability_thresh']:g}"
+        )
     return (
         f"model {manifest.get('model_type', 'unknown')} · input {manifest.get('input_size')} px"
-        f" · ground resolution {ground}"
+        f" · ground resolution {ground} · {thresholds}"
     )
 
 

@@ -58,7 +58,7 @@ from ..dependencies import require_onnxruntime
 from ..measure import area_m2, ellipsoidal
 from ..output_layer import OUTPUT_FIELDS
 from ..raster_reader import RasterWindows
-from ..runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams
+from ..runtime.auto import DEFAULT_MIN_AREA_M2, THRESHOLDS, AutoParams, choose_thresholds
 from ..runtime.errors import GeosamError
 from ..runtime.prompts import Prompt
 from ..runtime.reasons import EMPTY
@@ -198,19 +198,23 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 1,
                 None,
             ),
+            # no default: empty means the model's tuned value (or SAM's), known only once
+            # the model is chosen
             (
                 self.PRED_IOU_THRESH,
-                "Automatic mode: minimum predicted IoU of a mask",
+                "Automatic mode: minimum predicted IoU of a mask (empty: the model's tuned "
+                f"value, else SAM's {defaults.pred_iou_thresh:g})",
                 QgsProcessingParameterNumber.Double,
-                defaults.pred_iou_thresh,
+                None,
                 0.0,
                 1.0,
             ),
             (
                 self.STABILITY_THRESH,
-                "Automatic mode: minimum stability of a mask",
+                "Automatic mode: minimum stability of a mask (empty: the model's tuned value, "
+                f"else SAM's {defaults.stability_thresh:g})",
                 QgsProcessingParameterNumber.Double,
-                defaults.stability_thresh,
+                None,
                 0.0,
                 1.0,
             ),
@@ -224,7 +228,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             ),
         ):
             parameter = QgsProcessingParameterNumber(
-                name, title, type=kind, defaultValue=default, minValue=low
+                name, title, type=kind, defaultValue=default, optional=default is None, minValue=low
             )
             if high is not None:
                 parameter.setMaximum(high)
@@ -375,16 +379,28 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
         simplify = self.parameterAsDouble(parameters, self.SIMPLIFY, context)
         if coverage and simplify > 0:
             feedback.pushWarning(NO_COVERAGE_SIMPLIFY.format(version=Qgis.QGIS_VERSION))
-        parcels, dropped = segment_all(
-            model,
-            raster,
+        given = {
+            name: self.parameterAsDouble(parameters, key, context)
+            for name, key in zip(
+                THRESHOLDS, (self.PRED_IOU_THRESH, self.STABILITY_THRESH), strict=True
+            )
+            if parameters.get(key) not in (None, "")
+        }
+        settings, chosen = choose_thresholds(
             AutoParams(
                 points_per_side=self.parameterAsInt(parameters, self.POINTS_PER_SIDE, context),
-                pred_iou_thresh=self.parameterAsDouble(parameters, self.PRED_IOU_THRESH, context),
-                stability_thresh=self.parameterAsDouble(parameters, self.STABILITY_THRESH, context),
                 overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
                 coverage=coverage,
             ),
+            model.manifest,
+            model.manifest_source,
+            given,
+        )
+        feedback.pushInfo(chosen)
+        parcels, dropped = segment_all(
+            model,
+            raster,
+            settings,
             (
                 self.parameterAsDouble(parameters, self.MIN_AREA, context),
                 self.parameterAsDouble(parameters, self.MIN_HOLE, context),

@@ -1,0 +1,274 @@
+"""Automatic mode's thresholds for one model, chosen on its run's val split.
+
+SAM's filters (predicted IoU 0.88, stability 0.95) are Meta's for Meta's model; a tuned
+model's IoU head predicts other values, so the thresholds that serve it are measured, not
+guessed: the pair (predicted IoU, stability) on a grid that maximises object F1 at IoU 0.5
+(one-to-one matching, :func:`geosam.segment.score.match_one_to_one`) over the val tiles.
+Ties go to the stricter pair (fewer, surer parcels for the same F1).
+
+It runs the exported ONNX model through the runtime's own automatic mode (tiling, point grid,
+joins, duplicates, coverage: :mod:`geosam.runtime.auto`), so what is tuned is what users get.
+Each val tile is decoded **once** with the filters open (thresholds 0): a candidate mask keeps
+its predicted IoU and stability, and applying a pair is keeping the candidates at or above
+it, which is what the filters would have kept, before the rest of the loop
+(:class:`~geosam.runtime.auto.MaskMerger`) runs on them. The decoder, the costly part, runs
+once per point whatever the grid's size.
+
+The val tiles are the dataset's GeoTIFF chips (already stretched to uint8 RGB, read as such),
+each a raster of its own; the truth is the chip's instance mask, on the chip's pixel grid,
+which is the tiling grid whenever the model is tuned at the dataset's resolution (otherwise it
+is resampled to it, nearest). Whole source rasters would be closer to what users run on, but
+their val area is scattered tiles in rasters many times larger, and a decoder call per point
+of every window over them costs what the chips cost many times over; the chips are the
+ground training never saw, at a cost that fits in an export. True pieces smaller than the
+minimum parcel area are not counted (the map drops parcels that small by design; at chip
+edges they are slivers of parcels that lie in the next tile).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import rasterio
+from rasterio.enums import Resampling
+from yacs.config import CfgNode
+
+from geosam.data.tiling.manifest import TILES, load_manifest
+from geosam.runtime import SamModel
+from geosam.runtime.auto import (
+    DEFAULT_MIN_AREA_M2,
+    THRESHOLDS,
+    AutoParams,
+    AutoSegmenter,
+    MaskMerger,
+    TileWindow,
+    Tiling,
+    window_masks,
+)
+from geosam.runtime.masks import AutoMask
+from geosam.runtime.model import DECODER, ENCODER, open_session
+from geosam.segment.reader import WindowReader
+from geosam.segment.score import MATCH_IOU, match_one_to_one
+
+logger = logging.getLogger("geosam.export")
+
+# The grid searched: SAM's defaults are on it, so the result can be compared with them.
+PRED_IOU_GRID = tuple(sorted({*np.round(np.arange(0.30, 0.951, 0.05), 2).tolist(), 0.88}))
+STABILITY_GRID = tuple(sorted({*np.round(np.arange(0.50, 0.951, 0.05), 2).tolist(), 0.97}))
+
+
+@dataclass
+class ValTile:
+    """One val chip decoded once with open filters: its tiling and settings (minimum area
+    on the grid), each window's candidates, its true instances on the tiling grid (0: no
+    parcel) and those that count, and its ground area."""
+
+    tiling: Tiling
+    params: AutoParams
+    windows: list[tuple[TileWindow, list[AutoMask]]]
+    truth: np.ndarray
+    truth_ids: np.ndarray
+    area_m2: float
+
+    def kept(self, pred_iou: float, stability: float) -> np.ndarray:
+        """Which candidates, over all windows in order, pass the pair."""
+        ranks = np.array([m.rank for _, masks in self.windows for m in masks]).reshape(-1, 2)
+        return (ranks[:, 0] >= pred_iou) & (ranks[:, 1] >= stability)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Object counts summed over tiles, and the scores they make."""
+
+    truth: int = 0
+    predicted: int = 0
+    matched: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.truth + other.truth,
+            self.predicted + other.predicted,
+            self.matched + other.matched,
+        )
+
+    def scores(self) -> dict[str, float | int]:
+        total = self.predicted + self.truth
+        return {
+            "f1": 2 * self.matched / total if total else 0.0,
+            "precision": self.matched / self.predicted if self.predicted else 0.0,
+            "recall": self.matched / self.truth if self.truth else 0.0,
+            "truth": self.truth,
+            "predicted": self.predicted,
+            "matched": self.matched,
+        }
+
+
+def val_chips(dataset: Path, split: str) -> list[tuple[Path, Path]]:
+    """(chip, instance mask) of each tile of ``split``, in the index's order."""
+    load_manifest(dataset)
+    tiles = pd.read_parquet(dataset / TILES)
+    tiles = tiles.loc[tiles["split"] == split]
+    return [(dataset / row.chip, dataset / row.mask) for row in tiles.itertuples()]
+
+
+def chip_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The model's manifest for reading a chip: chips hold the selected bands already
+    stretched to uint8 RGB, so they are read as they are."""
+    return {**manifest, "bands": None, "stretch": None, "sources_agree": True, "sources": []}
+
+
+def decode_tile(
+    model: SamModel, chip: Path, mask: Path, points_per_side: int, min_area_m2: float
+) -> ValTile:
+    """Every candidate mask of ``chip`` with the filters open, and its truth on the grid."""
+    params = AutoParams(points_per_side=points_per_side, pred_iou_thresh=0.0, stability_thresh=0.0)
+    with WindowReader(chip, chip_manifest(model.manifest)) as reader:
+        segmenter = AutoSegmenter(model, reader, params, min_area_m2, min_hole_m2=min_area_m2)
+        windows = []
+        for tile in segmenter.tiling.windows():
+            embedding = model.encode(reader.read(tile.window))
+            valid = reader.valid(tile.window)
+            windows.append((tile, window_masks(model, embedding, tile, segmenter.params, valid)))
+        width, height = reader.size
+        pixel = reader.pixel_size_m(width / 2, height / 2)
+    sx, sy = segmenter.tiling.scale
+    with rasterio.open(mask) as ds:
+        truth = ds.read(
+            1,
+            out_shape=(max(1, round(height / sy)), max(1, round(width / sx))),
+            resampling=Resampling.nearest,
+        )
+    ids, areas = np.unique(truth[truth > 0], return_counts=True)
+    counted = ids[areas >= max(segmenter.params.min_area_px, 1.0)]
+    area_m2 = width * height * pixel[0] * pixel[1]
+    return ValTile(segmenter.tiling, segmenter.params, windows, truth, counted, area_m2)
+
+
+def parcels(tile: ValTile, kept: np.ndarray) -> list[AutoMask]:
+    """The parcels automatic mode hands out on ``tile`` when its filters keep the
+    candidates ``kept`` (:meth:`ValTile.kept`)."""
+    merger = MaskMerger(tile.tiling, tile.params)
+    found, start = [], 0
+    for window, candidates in tile.windows:
+        passed = kept[start : start + len(candidates)]
+        start += len(candidates)
+        found += merger.add(window, [m for m, k in zip(candidates, passed, strict=True) if k])
+    return found + merger.flush()
+
+
+def tile_counts(tile: ValTile, found: Sequence[AutoMask]) -> Counts:
+    """Truth, predicted and one-to-one matched parcels at IoU ≥ 0.5, counted in pixels."""
+    rows, cols, ious = [], [], []
+    truth_rows = {int(i): row for row, i in enumerate(tile.truth_ids)}
+    truth_area = dict(zip(*np.unique(tile.truth, return_counts=True), strict=True))
+    for col, mask in enumerate(found):
+        x0, y0, x1, y1 = mask.box
+        region = tile.truth[y0:y1, x0:x1]
+        under = region[mask.mask[: region.shape[0], : region.shape[1]]]
+        ids, shared = np.unique(under[under > 0], return_counts=True)
+        for truth_id, count in zip(ids.tolist(), shared.tolist(), strict=True):
+            if truth_id in truth_rows:
+                rows.append(truth_rows[truth_id])
+                cols.append(col)
+                ious.append(count / (truth_area[truth_id] + mask.area - count))
+    matches = match_one_to_one(np.array(rows), np.array(cols), np.array(ious), MATCH_IOU)
+    return Counts(len(tile.truth_ids), len(found), len(matches))
+
+
+def grid_counts(tiles: Sequence[ValTile]) -> dict[tuple[float, float], Counts]:
+    """The counts of every threshold pair of the grid, summed over ``tiles``. Pairs that
+    keep the same candidates of a tile give the same parcels: each is run once."""
+    seen: list[dict[bytes, Counts]] = [{} for _ in tiles]
+    counts = {}
+    for pair in itertools.product(PRED_IOU_GRID, STABILITY_GRID):
+        total = Counts()
+        for tile, cache in zip(tiles, seen, strict=True):
+            kept = tile.kept(*pair)
+            key = np.packbits(kept).tobytes() + len(kept).to_bytes(8, "little")
+            if key not in cache:
+                cache[key] = tile_counts(tile, parcels(tile, kept))
+            total += cache[key]
+        counts[pair] = total
+    return counts
+
+
+def calibrate(
+    model: SamModel,
+    dataset: Path,
+    split: str,
+    points_per_side: int = AutoParams.points_per_side,
+    min_area_m2: float = DEFAULT_MIN_AREA_M2,
+) -> dict[str, Any] | None:
+    """The manifest's ``auto_thresholds``: the best pair, the scores it reaches and SAM's
+    defaults reach, the grid and the val tiles used; None when ``dataset`` has no
+    ``split`` tile or no true parcel in them (nothing to tune on)."""
+    chips = val_chips(dataset, split)
+    tiles = [decode_tile(model, *chip, points_per_side, min_area_m2) for chip in chips]
+    if not any(len(tile.truth_ids) for tile in tiles):
+        return None
+    counts = grid_counts(tiles)
+    best = max(counts, key=lambda pair: (counts[pair].scores()["f1"], *pair))
+    sam = (AutoParams.pred_iou_thresh, AutoParams.stability_thresh)
+    return {
+        **dict(zip(THRESHOLDS, best, strict=True)),
+        **counts[best].scores(),
+        "sam_defaults": {**dict(zip(THRESHOLDS, sam, strict=True)), **counts[sam].scores()},
+        "match_iou": MATCH_IOU,
+        "grid": {THRESHOLDS[0]: list(PRED_IOU_GRID), THRESHOLDS[1]: list(STABILITY_GRID)},
+        "val": {
+            "dataset": str(dataset.resolve()),
+            "split": split,
+            "tiles": len(tiles),
+            "area_km2": round(sum(tile.area_m2 for tile in tiles) / 1e6, 4),
+        },
+        "points_per_side": points_per_side,
+        "min_area_m2": min_area_m2,
+    }
+
+
+def calibrate_export(
+    cfg: CfgNode, model_dir: Path, manifest: dict[str, Any]
+) -> dict[str, Any] | None:
+    """:func:`calibrate` on the val split of the run ``cfg`` describes (DATASETS.VAL, else
+    DATASETS.TRAIN, and DATASETS.VAL_SPLIT), with the ONNX encoder and decoder in
+    ``model_dir`` read as ``manifest`` says; None, with a warning, when there is nothing to
+    tune on."""
+    dataset = cfg.DATASETS.VAL or cfg.DATASETS.TRAIN
+    split = cfg.DATASETS.VAL_SPLIT
+    if not dataset:
+        return None
+    options = ort.SessionOptions()
+    encoder, decoder = (open_session(model_dir / name, options) for name in (ENCODER, DECODER))
+    model = SamModel(encoder, decoder, manifest, model_dir)
+    logger.info("tuning automatic mode's thresholds on %s (%s tiles)", dataset, split)
+    result = calibrate(model, Path(dataset), split)
+    if result is None:
+        logger.warning(
+            "%s has no %s tile with a parcel: the model keeps SAM's automatic-mode thresholds",
+            dataset,
+            split,
+        )
+        return None
+    sam = result["sam_defaults"]
+    logger.info(
+        "automatic mode thresholds: predicted IoU %g, stability %g (object F1@%g %.3f on %d %s "
+        "tiles; SAM's %g, %g: %.3f)",
+        result[THRESHOLDS[0]],
+        result[THRESHOLDS[1]],
+        MATCH_IOU,
+        result["f1"],
+        result["val"]["tiles"],
+        split,
+        sam[THRESHOLDS[0]],
+        sam[THRESHOLDS[1]],
+        sam["f1"],
+    )
+    return result

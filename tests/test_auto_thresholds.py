@@ -1,0 +1,191 @@
+"""Automatic mode's thresholds: tuned on a val split, recorded in the manifest, used by
+``geosam segment --auto`` unless overridden, refused when malformed.
+
+Calibration is tested with the perfect model made to rank its masks as a tuned model might:
+each parcel's mask comes with predicted IoU 0.72 and full stability, and the points between
+parcels answer with the whole window, predicted IoU 0.9 but stability 0.6. SAM's defaults
+(0.88, 0.95) then keep nothing; a stability filter of 0.65 or more with a predicted-IoU filter
+of 0.72 or less finds every parcel, and the stricter of those pairs on the grid is
+(0.70, 0.97).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import colour_key, flat_parcels_raster, grid_parcels
+from test_segment import export_tiny
+
+from geosam.cli import cli
+from geosam.data.tiling import TileParams, tile_dataset
+from geosam.export.auto_calibration import calibrate
+from geosam.runtime import SamModel
+from geosam.runtime.auto import AutoParams, choose_thresholds, tuned_thresholds
+from geosam.utils.errors import GeosamError
+
+ORIGIN = (500_000.0, 5_000_000.0)
+TUNED = {"pred_iou_thresh": 0.7, "stability_thresh": 0.97}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_tiny(tmp_path_factory.mktemp("thresholds"))
+
+
+@pytest.fixture
+def ranked_model(perfect_model: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The perfect model with the IoU head and stability of the module docstring."""
+
+    def decode_points(self: SamModel, embedding, points: np.ndarray):
+        image = embedding.array[0]
+        keys = colour_key(image)
+        junk = np.where(np.arange(image.shape[1]) % 5 < 2, 0.5, 2.0)  # stability 0.6
+        for xy in points:
+            x, y = np.round(xy).astype(int)
+            if image[y, x].any():
+                yield np.where(keys == keys[y, x], 10.0, -10.0)[None], np.array([0.72])
+            else:
+                yield np.broadcast_to(junk, keys.shape)[None], np.array([0.9])
+
+    monkeypatch.setattr(SamModel, "decode_points", decode_points)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """48 m parcels on a 64 m grid of a flat-coloured 512 m scene cut into 256 px tiles
+    (whole in their tiles)."""
+    root = tmp_path_factory.mktemp("calibration")
+    parcels = grid_parcels(ORIGIN, 512.0, 64.0, 16.0)
+    raster = flat_parcels_raster(root / "flat.tif", parcels, ORIGIN, 512)
+    labels = root / "parcels.gpkg"
+    gpd.GeoDataFrame(
+        {"parcel_id": np.arange(len(parcels))}, geometry=parcels, crs="EPSG:32633"
+    ).to_file(labels, engine="pyogrio")
+    params = TileParams(tile_size=256, overlap=0, split_block=1, val_fraction=0.5, seed=1)
+    tile_dataset([str(raster)], labels, root / "tiles", params, progress=False)
+    return root / "tiles"
+
+
+@pytest.mark.usefixtures("ranked_model")
+def test_calibration_finds_the_best_pair(model_dir: Path, dataset: Path) -> None:
+    model = SamModel.load(model_dir, threads=1)
+    result = calibrate(model, dataset, "val", points_per_side=16)
+    assert {k: result[k] for k in TUNED} == TUNED
+    assert result["f1"] == result["precision"] == result["recall"] == 1.0
+    assert result["truth"] == result["matched"] > 0
+    sam = result["sam_defaults"]
+    assert (sam["pred_iou_thresh"], sam["stability_thresh"], sam["f1"]) == (0.88, 0.95, 0.0)
+    assert 0.88 in result["grid"]["pred_iou_thresh"] and 0.95 in result["grid"]["stability_thresh"]
+    assert result["val"]["split"] == "val" and result["val"]["tiles"] >= 1
+    assert result["val"]["area_km2"] == pytest.approx(result["val"]["tiles"] * 0.065536, abs=1e-4)
+
+
+def test_calibration_without_val_parcels_gives_nothing(
+    perfect_model: None, model_dir: Path, dataset: Path
+) -> None:
+    model = SamModel.load(model_dir, threads=1)
+    assert calibrate(model, dataset, "no-such-split", points_per_side=2) is None
+
+
+# -- the manifest's thresholds in use ---------------------------------------------------------
+
+
+def tuned_copy(model_dir: Path, folder: Path, entry: object) -> Path:
+    """``model_dir`` copied to ``folder`` with ``entry`` as its manifest's auto_thresholds."""
+    shutil.copytree(model_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["auto_thresholds"] = entry
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_choose_thresholds() -> None:
+    manifest = {"auto_thresholds": {**TUNED, "f1": 0.8}}
+    params, line = choose_thresholds(AutoParams(), manifest, "m.json", {})
+    assert (params.pred_iou_thresh, params.stability_thresh) == (0.7, 0.97)
+    assert "predicted IoU 0.7 (the model's, tuned on its val split)" in line
+    params, line = choose_thresholds(AutoParams(), manifest, "m.json", {"stability_thresh": 0.5})
+    assert (params.pred_iou_thresh, params.stability_thresh) == (0.7, 0.5)
+    assert "stability 0.5 (given)" in line
+    params, line = choose_thresholds(AutoParams(), {}, "m.json", {"pred_iou_thresh": 0.3})
+    assert (params.pred_iou_thresh, params.stability_thresh) == (0.3, 0.95)
+    assert "m.json has no tuned thresholds" in line
+    _, line = choose_thresholds(AutoParams(), {}, "m.json", TUNED)
+    assert "no tuned" not in line
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ([0.7, 0.9], "auto_thresholds must be an object"),
+        ({"pred_iou_thresh": 0.7}, "auto_thresholds.stability_thresh"),
+        ({**TUNED, "pred_iou_thresh": 1.5}, "auto_thresholds.pred_iou_thresh"),
+        ({**TUNED, "stability_thresh": "high"}, "auto_thresholds.stability_thresh"),
+        ({**TUNED, "stability_thresh": True}, "auto_thresholds.stability_thresh"),
+    ],
+)
+def test_malformed_tuned_thresholds_are_refused(entry: object, message: str) -> None:
+    with pytest.raises(GeosamError, match=message) as error:
+        tuned_thresholds({"auto_thresholds": entry}, "model/manifest.json")
+    assert str(error.value).startswith("model/manifest.json: ")
+    assert tuned_thresholds({}, "model/manifest.json") is None
+
+
+def segment_auto_cli(model: Path, raster: Path, out: Path, *args: str):
+    command = ["segment", "--quiet", str(raster), "--model", str(model), "--auto"]
+    return CliRunner().invoke(cli, [*command, "-o", str(out), "--points-per-side", "16", *args])
+
+
+@pytest.fixture
+def flat_raster(tmp_path: Path) -> Path:
+    parcels = grid_parcels(ORIGIN, 256.0, 64.0, 16.0)
+    return flat_parcels_raster(tmp_path / "flat.tif", parcels, ORIGIN, 256)
+
+
+@pytest.mark.usefixtures("ranked_model")
+@pytest.mark.parametrize(
+    ("tuned", "args", "found", "logged"),
+    [
+        (True, [], 16, "predicted IoU 0.7 (the model's, tuned on its val split), stability 0.97"),
+        (True, ["--stability-thresh", "0.5"], 1, "stability 0.5 (given)"),
+        (False, [], 0, "has no tuned thresholds"),
+        (False, ["--pred-iou-thresh", "0.7", "--stability-thresh", "0.9"], 16, "0.7 (given)"),
+    ],
+)
+def test_segment_uses_the_model_thresholds(
+    tuned: bool,
+    args: list[str],
+    found: int,
+    logged: str,
+    model_dir: Path,
+    flat_raster: Path,
+    tmp_path: Path,
+) -> None:
+    """The tuned model finds the 16 parcels; with junk let through (stability 0.5) the
+    window-sized junk mask outranks them all; SAM's defaults keep nothing."""
+    model = tuned_copy(model_dir, tmp_path / "model", TUNED) if tuned else model_dir
+    out = tmp_path / "parcels.gpkg"
+    result = segment_auto_cli(model, flat_raster, out, *args)
+    assert result.exit_code == 0, result.output
+    assert logged in result.stderr
+    assert len(gpd.read_file(out)) == found
+
+
+def test_segment_refuses_a_malformed_manifest(
+    model_dir: Path, flat_raster: Path, tmp_path: Path
+) -> None:
+    model = tuned_copy(model_dir, tmp_path / "model", {"pred_iou_thresh": 2, "stability_thresh": 1})
+    out = tmp_path / "parcels.gpkg"
+    result = segment_auto_cli(model, flat_raster, out)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("geosam: error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    assert (
+        str(model / "manifest.json") in errors[0] and "auto_thresholds.pred_iou_thresh" in errors[0]
+    )
+    assert not out.exists()
