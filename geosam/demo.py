@@ -330,7 +330,7 @@ def run_demo(
         run_cfg, weights, evaluation = evaluate_demo_run(paths, progress)
         result.table, paths["evaluation"] = evaluation.table, evaluation.output_dir
     with stage("export", f"ONNX → {paths['model']}"):
-        export_onnx(run_cfg, paths["model"], weights=weights.path)
+        export_onnx(run_cfg, paths["model"], weights=weights.path, run_dir=paths["run"])
     with stage("segment", f"one point per val parcel → {paths['parcels']}"):
         segment_val_area(scene, paths, result, progress)
     return result
