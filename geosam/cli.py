@@ -576,6 +576,14 @@ def export_checkpoint(
     "goes to the parcel of higher predicted IoU, then stability), neighbours share their "
     "boundary exactly.",
 )
+@click.option(
+    "--skip-found/--every-point",
+    default=AutoParams.skip_found,
+    show_default=True,
+    help="--auto: no decoder call for a grid point inside a parcel already found (in its "
+    "window, or whole in an earlier one), which would find that parcel again; --every-point "
+    "decodes every point, as SAM does.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(
     raster: Path,
@@ -598,6 +606,7 @@ def segment(
     min_hole: float,
     overlap: float,
     overlapping: bool,
+    skip_found: bool,
     quiet: bool,
 ) -> None:
     """Segment the parcel under each prompt on RASTER and write one polygon per prompt, with
@@ -631,6 +640,7 @@ def segment(
             stability_thresh=stability_thresh,
             overlap=overlap,
             coverage=not overlapping,
+            skip_found=skip_found,
         )
         result = segment_auto(
             raster, model_dir, output, params, settings, min_area, not quiet, min_hole

@@ -547,9 +547,10 @@ def test_cli_auto(model_dir: Path, islands, tmp_path: Path) -> None:
         "0",
         "--min-area",
         "20",
+        "--every-point",
     )
     assert result.exit_code == 0, result.output
-    assert "from 4 windows, 36 point prompts" in result.stdout
+    assert "from 4 windows, 36 point prompts" in result.stdout  # every point decoded
     polygons = gpd.read_file(out)
     assert len(polygons) > 0 and {"score", "stability", "area_m2"} <= set(polygons.columns)
     assert out.with_suffix(".prj").is_file()
