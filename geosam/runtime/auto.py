@@ -384,8 +384,8 @@ def window_masks(
     of points decoded.
 
     The decoder calls are automatic mode's cost, and most of them land on parcels already
-    found: a parcel of a quarter window holds about a sixteenth of the grid, and each of its
-    points returns the same parcel again, for suppression to discard. With
+    found: a parcel a quarter of a window across holds about a sixteenth of the grid, and
+    each of its points returns the same parcel again, for suppression to discard. With
     ``params.skip_found`` a point is not decoded when it lies inside a mask accepted so far
     (one of this window's candidates, or ``found``: (H, W) pixels of parcels that earlier
     windows found whole, :meth:`MaskMerger.found`). A point in a rejected mask is still
