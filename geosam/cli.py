@@ -589,6 +589,14 @@ def export_checkpoint(
     "goes to the parcel of higher predicted IoU, then stability), neighbours share their "
     "boundary exactly.",
 )
+@click.option(
+    "--skip-found/--every-point",
+    default=AutoParams.skip_found,
+    show_default=True,
+    help="--auto: no decoder call for a grid point inside a parcel already found (in its "
+    "window, or whole in an earlier one), which would find that parcel again; --every-point "
+    "decodes every point, as SAM does.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(
     raster: Path,
@@ -611,6 +619,7 @@ def segment(
     min_hole: float,
     overlap: float,
     overlapping: bool,
+    skip_found: bool,
     quiet: bool,
 ) -> None:
     """Segment the parcel under each prompt on RASTER and write one polygon per prompt, with
@@ -644,7 +653,11 @@ def segment(
             if value is not None
         }
         settings = AutoParams(
-            points_per_side=points_per_side, overlap=overlap, coverage=not overlapping, **given
+            points_per_side=points_per_side,
+            overlap=overlap,
+            coverage=not overlapping,
+            skip_found=skip_found,
+            **given,
         )
         result = segment_auto(
             raster, model_dir, output, params, settings, min_area, not quiet, min_hole, given

@@ -151,7 +151,7 @@ def main() -> None:
 
     slow = 2 if args.model != "tiny" else args.repeat
     tile = next(auto_tiling((size, size), (1.0, 1.0), None, size).windows())
-    auto = AutoParams(points_per_side=args.auto_points)
+    auto = AutoParams(points_per_side=args.auto_points, skip_found=False)  # every point's cost
     auto_window = f"auto mode, {auto.points_per_side}² points, one window"
     decoders: dict[str, Callable[[], object]] = {
         "decoder, PyTorch": torch_decode,

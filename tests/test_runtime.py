@@ -134,7 +134,7 @@ m.decode_many(e, np.array([[1.0, 2.0, 30.0, 40.0]]))
 params = auto.AutoParams(points_per_side=2, pred_iou_thresh=0.0, stability_thresh=0.0)
 tile = next(auto.auto_tiling((60, 50), (1.0, 1.0), None, m.input_size).windows())
 merger = auto.MaskMerger(auto.auto_tiling((60, 50), (1.0, 1.0), None, m.input_size), params)
-merger.add(tile, auto.window_masks(m, e, tile, params))
+merger.add(tile, auto.window_masks(m, e, tile, params)[0])
 
 class Reader:  # a RasterReader over an array
     size, geotransform, description, cache_id = (60, 50), (0, 1, 0, 0, 0, -1), "array", "a"

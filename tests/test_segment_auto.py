@@ -15,6 +15,7 @@ import itertools
 import json
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -36,6 +37,7 @@ from geosam.runtime.auto import (
     point_grid,
     stability_score,
     suppress,
+    window_masks,
 )
 from geosam.runtime.masks import AutoMask, claim, fill_holes
 from geosam.runtime.reasons import BELOW_SCORE
@@ -160,6 +162,88 @@ def test_mask_candidates_filters() -> None:
     valid[:, 40:] = False
     clipped = mask_candidates(logits[:1], scores[:1], tile, params, valid=valid)
     assert clipped[0].box == (320, 220, 340, 260)
+
+
+class LabelDecoder:
+    """A model whose decoder answers a point with the region of the label under it, rated
+    ``scores[label]``, and records the points it was asked (window pixels)."""
+
+    threshold = 0.0
+
+    def __init__(self, labels: np.ndarray, scores: dict[int, float]) -> None:
+        self.labels, self.scores, self.asked = labels, scores, []
+
+    def decode_points(self, embedding: object, points):
+        for point in points:
+            x, y = np.round(point).astype(int)
+            self.asked.append((int(x), int(y)))
+            label = self.labels[y, x]
+            region = np.where(self.labels == label, 10.0, -10.0)[None]
+            yield region, np.array([self.scores[int(label)]])
+
+
+def halves() -> np.ndarray:
+    """A 64 px window: parcel 1 the left half, 2 the top right quarter, 0 the rest."""
+    labels = np.zeros((64, 64), np.int32)
+    labels[:, :32] = 1
+    labels[:32, 32:] = 2
+    return labels
+
+
+Y4 = (8, 24, 40, 56)  # the 4 x 4 grid's rows (and columns) on 64 px, rounded to pixels
+
+
+@pytest.mark.parametrize("skip_found", [True, False])
+def test_points_inside_accepted_masks_are_not_decoded(skip_found: bool) -> None:
+    """4 x 4 points: the first point on parcel 1 finds it, and its 7 other points are not
+    decoded; parcel 2 is rejected (low predicted IoU), so its points are all decoded, as are
+    the background's. Without skip_found every point is decoded, as SAM does."""
+    decoder = LabelDecoder(halves(), {0: 0.0, 1: 0.95, 2: 0.3})
+    tile = window((64, 64), (False,) * 4, origin=(100, 200))
+    params = AutoParams(points_per_side=4, skip_found=skip_found)
+    dropped: Counter[str] = Counter()
+    masks, decoded = window_masks(decoder, None, tile, params, dropped=dropped)
+    assert decoded == len(decoder.asked) == (9 if skip_found else 16)
+    on_parcel = [(x, y) for x, y in decoder.asked if x < 32]
+    assert on_parcel == ([(8, 8)] if skip_found else [(x, y) for y in Y4 for x in (8, 24)])
+    assert [(x, y) for x, y in decoder.asked if x >= 32] == [(x, y) for y in Y4 for x in (40, 56)]
+    assert {m.box for m in masks} == {(100, 200, 132, 264)}
+    assert len(masks) == (1 if skip_found else 8)
+    assert dropped["predicted IoU"] == 8
+
+
+def test_points_inside_parcels_found_by_earlier_windows_are_not_decoded() -> None:
+    """``found`` (parcels that earlier windows saw whole) skips points as this window's own
+    masks do: with parcel 2's pixels found, only the background's points are decoded."""
+    labels = halves()
+    decoder = LabelDecoder(labels, {0: 0.0, 1: 0.95, 2: 0.3})
+    tile = window((64, 64), (False,) * 4)
+    masks, decoded = window_masks(
+        decoder, None, tile, AutoParams(points_per_side=4), found=labels == 2
+    )
+    assert decoded == 1 + 4 and len(masks) == 1
+    assert [(x, y) for x, y in decoder.asked if x >= 32] == [(40, 40), (56, 40), (40, 56), (56, 56)]
+
+
+def test_merger_found_holds_whole_pending_parcels() -> None:
+    """What a window need not decode again: pending parcels that a window saw whole and
+    that pass min_score, on the window's pixels; not a cut piece (the window that reaches
+    beyond it must continue it), nor a parcel rated below min_score."""
+    tiling = auto_tiling((600, 100), (1.0, 1.0), None, SIZE)
+    first, second = itertools.islice(tiling.windows(), 2)  # x 0 and 192
+    merger = MaskMerger(tiling, AutoParams(), min_score=0.5)
+    whole = auto_mask((200, 10, 240, 50), 0.9)
+    cut = replace(auto_mask((220, 60, 256, 90), 0.9), cut=True)
+    low = auto_mask((100, 10, 150, 50), 0.2)
+    merger.pending = [whole, cut, low]
+    found = merger.found(second)
+    assert found.shape == second.shape
+    expected = np.zeros(second.shape, bool)
+    expected[10:50, 8:48] = True
+    assert np.array_equal(found, expected)
+    expected = np.zeros(first.shape, bool)
+    expected[10:50, 200:240] = True
+    assert np.array_equal(merger.found(first), expected)
 
 
 # -- duplicates --------------------------------------------------------------------------------
@@ -356,7 +440,8 @@ def test_auto_end_to_end(
     params = AutoParams(points_per_side=4, **NOISE)
     result = segment_auto(raster, model, out, SegmentParams(threads=1), params, 50.0, False)
     polygons = gpd.read_file(out)
-    assert result.encoded == (1 if coarse else 4) and result.prompts == 16 * result.encoded
+    assert result.encoded == (1 if coarse else 4)
+    assert 0 < result.prompts <= 16 * result.encoded  # points inside found masks are skipped
     assert result.polygons == len(polygons) > 0
     assert polygons.crs.equals(RASTER_CRS) and polygons.is_valid.all()
     assert {"score", "stability", "area_m2"} <= set(polygons.columns)
@@ -377,21 +462,29 @@ def test_auto_end_to_end(
 
 
 @pytest.mark.usefixtures("perfect_model")
+@pytest.mark.parametrize("skip_found", [True, False])
 @pytest.mark.parametrize("coarse", [False, True])
 def test_auto_georeferencing_with_a_perfect_model(
-    coarse: bool, model_dir: Path, coarse_model_dir: Path, tmp_path: Path
+    coarse: bool, skip_found: bool, model_dir: Path, coarse_model_dir: Path, tmp_path: Path
 ) -> None:
     """48 m parcels on a 60 m grid of a 600 m raster: each parcel comes out once, exactly
     where it is, whichever windows cut it (9 windows at 1 m). With the model at 2 m the grid
-    is resampled (4 windows), blending colours at parcel edges: a pixel thinner, same place."""
+    is resampled (4 windows), blending colours at parcel edges: a pixel thinner, same place.
+    Decoding every point finds parcels many times over (duplicates); skipping points inside
+    parcels found, the perfect model finds each parcel once, with fewer decoder calls."""
     parcels = grid_parcels(ORIGIN, 600.0, 60.0, 12.0)
     raster = flat_parcels_raster(tmp_path / "flat.tif", parcels, ORIGIN, 600)
     out = tmp_path / "parcels.gpkg"
     model = coarse_model_dir if coarse else model_dir
-    result = segment_auto(raster, model, out, None, AutoParams(points_per_side=16), 100, False)
+    params = AutoParams(points_per_side=16, skip_found=skip_found)
+    result = segment_auto(raster, model, out, None, params, 100, False)
     found = gpd.read_file(out)
     assert result.encoded == (4 if coarse else 9) and result.skipped["predicted IoU"] > 0
-    assert result.skipped["duplicate"] > 0 and result.polygons == len(found)
+    assert result.polygons == len(found)
+    if skip_found:
+        assert result.skipped["duplicate"] == 0 and result.prompts < 256 * result.encoded
+    else:
+        assert result.skipped["duplicate"] > 0 and result.prompts == 256 * result.encoded
     if coarse:  # the colour each parcel blends into the background with is a ring of its own
         found = found[found.area > 1000.0].reset_index(drop=True)
     assert len(found) == len(parcels)
@@ -454,9 +547,10 @@ def test_cli_auto(model_dir: Path, islands, tmp_path: Path) -> None:
         "0",
         "--min-area",
         "20",
+        "--every-point",
     )
     assert result.exit_code == 0, result.output
-    assert "from 4 windows, 36 point prompts" in result.stdout
+    assert "from 4 windows, 36 point prompts" in result.stdout  # every point decoded
     polygons = gpd.read_file(out)
     assert len(polygons) > 0 and {"score", "stability", "area_m2"} <= set(polygons.columns)
     assert out.with_suffix(".prj").is_file()

@@ -128,15 +128,25 @@ def chip_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
 def decode_tile(
     model: SamModel, chip: Path, mask: Path, points_per_side: int, min_area_m2: float
 ) -> ValTile:
-    """Every candidate mask of ``chip`` with the filters open, and its truth on the grid."""
-    params = AutoParams(points_per_side=points_per_side, pred_iou_thresh=0.0, stability_thresh=0.0)
+    """Every candidate mask of ``chip`` with the filters open, and its truth on the grid.
+
+    Every grid point is decoded (no ``skip_found``): with the filters open every mask would
+    count as accepted and skip the points after it, where each threshold pair must see the
+    candidates its own run would find."""
+    params = AutoParams(
+        points_per_side=points_per_side,
+        pred_iou_thresh=0.0,
+        stability_thresh=0.0,
+        skip_found=False,
+    )
     with WindowReader(chip, chip_manifest(model.manifest)) as reader:
         segmenter = AutoSegmenter(model, reader, params, min_area_m2, min_hole_m2=min_area_m2)
         windows = []
         for tile in segmenter.tiling.windows():
             embedding = model.encode(reader.read(tile.window))
             valid = reader.valid(tile.window)
-            windows.append((tile, window_masks(model, embedding, tile, segmenter.params, valid)))
+            masks, _ = window_masks(model, embedding, tile, segmenter.params, valid)
+            windows.append((tile, masks))
         width, height = reader.size
         pixel = reader.pixel_size_m(width / 2, height / 2)
     sx, sy = segmenter.tiling.scale

@@ -17,6 +17,8 @@ as well. The steps, each a function below, so the CLI and the QGIS plugin share 
    its predicted IoU and stability pass and it is large enough. A mask that touches an inner
    window edge is a piece of a parcel that goes on in the neighbouring windows: it is kept,
    marked cut (edges on the raster's border are not inner: nothing beyond them is missing).
+   A point inside a mask already accepted, in this window or whole in an earlier one, is not
+   decoded (``AutoParams.skip_found``): it would find that parcel again.
 3. :class:`MaskMerger`: masks are kept as boxes on the grid with boolean crops (a parcel's
    worth of memory each, never a window's or the raster's, :mod:`.masks`). Pieces that two
    windows saw alike where both saw the ground are joined into one parcel, however many
@@ -51,7 +53,16 @@ import numpy as np
 
 from . import reasons
 from .errors import GeosamError
-from .masks import AutoMask, GridBox, claim, fill_holes, join, mask_box, seen_alike
+from .masks import (
+    AutoMask,
+    GridBox,
+    claim,
+    crop,
+    fill_holes,
+    join,
+    mask_box,
+    seen_alike,
+)
 from .reader import RasterReader
 from .windows import GeoTransform, Window, WindowParams, pixel_to_map, sam_coords
 
@@ -86,6 +97,8 @@ class AutoParams:
     ``min_area_px`` drops smaller parcels and ``min_hole_px`` fills smaller holes, in grid
     pixels. ``coverage``: no pixel in two parcels (the better-ranked keeps it,
     :func:`~.masks.claim`); False keeps overlapping masks as SAM gives them.
+    ``skip_found``: a grid point inside a mask already accepted is not decoded
+    (:func:`window_masks`); False decodes every point, as SAM does.
     """
 
     points_per_side: int = 16
@@ -99,6 +112,7 @@ class AutoParams:
     min_area_px: float = 0.0
     min_hole_px: float = 0.0
     coverage: bool = True
+    skip_found: bool = True
 
     def __post_init__(self) -> None:
         # named as the CLI's options where it has one
@@ -425,14 +439,51 @@ def window_masks(
     params: AutoParams,
     valid: np.ndarray | None = None,
     dropped: Counter[str] | None = None,
-) -> list[AutoMask]:
+    found: np.ndarray | None = None,
+) -> tuple[list[AutoMask], int]:
     """Automatic mode on one encoded window: every candidate of its point grid that passes
-    :func:`mask_candidates` (duplicates are :class:`MaskMerger`'s to remove)."""
+    :func:`mask_candidates` (duplicates are :class:`MaskMerger`'s to remove), and the number
+    of points decoded.
+
+    The decoder calls are automatic mode's cost, and most of them land on parcels already
+    found: a parcel a quarter of a window across holds about a sixteenth of the grid, and
+    each of its points returns the same parcel again, for suppression to discard. With
+    ``params.skip_found`` a point is not decoded when it lies inside a mask accepted so far
+    (one of this window's candidates, or ``found``: (H, W) pixels of parcels that earlier
+    windows found whole, :meth:`MaskMerger.found`). A point in a rejected mask is still
+    decoded: it may give a better mask. Points are visited in SAM's order (rows, then
+    columns), so what is found first decides which points are skipped.
+    """
     points = point_grid(params.points_per_side, tile.shape)
-    masks = []
-    for logits, scores in model.decode_points(embedding, points):
-        masks += mask_candidates(logits, scores, tile, params, model.threshold, valid, dropped)
-    return masks
+    covered = np.zeros(tile.shape, bool) if found is None else found.copy()
+    masks: list[AutoMask] = []
+    decoded = 0
+    prompts = unfound(points, covered) if params.skip_found else points
+    for logits, scores in model.decode_points(embedding, prompts):
+        decoded += 1
+        new = mask_candidates(logits, scores, tile, params, model.threshold, valid, dropped)
+        if params.skip_found:
+            for mask in new:
+                paint(covered, mask, tile.origin)
+        masks += new
+    return masks, decoded
+
+
+def unfound(points: np.ndarray, covered: np.ndarray) -> Iterator[np.ndarray]:
+    """The ``points`` (SAM coordinates in an image of ``covered``'s shape) whose pixel is not
+    ``covered``, each looked up when it is asked for: ``covered`` may grow in between."""
+    height, width = covered.shape
+    pixels = np.floor(points + 0.5).astype(np.int64)  # SAM's pixel centres are integers
+    for point, (x, y) in zip(points, pixels, strict=True):
+        if not covered[min(max(y, 0), height - 1), min(max(x, 0), width - 1)]:
+            yield point
+
+
+def paint(image: np.ndarray, mask: AutoMask, origin: tuple[int, int]) -> None:
+    """Set ``mask``'s pixels in ``image``, a window whose pixel (0, 0) is grid pixel
+    ``origin``; what lies outside the window is left out."""
+    height, width = image.shape
+    image |= crop(mask, (origin[0], origin[1], origin[0] + width, origin[1] + height))
 
 
 def suppress(
@@ -535,6 +586,17 @@ class MaskMerger:
         self.pending = [m for m in kept if self.tiling.reaches_later(tile, m.box)]
         return self._finish(final)
 
+    def found(self, tile: TileWindow) -> np.ndarray:
+        """(H, W) of ``tile``: the pixels of pending parcels that a window saw whole (not
+        cut) and that rate at least ``min_score``, i.e. parcels no grid point in them needs
+        to find again (:func:`window_masks`). A cut piece is left out: only a window that
+        reaches beyond it can continue it, and that takes a point inside it."""
+        found = np.zeros(tile.shape, bool)
+        for mask in self.pending:
+            if not mask.cut and (self.min_score is None or mask.score >= self.min_score):
+                paint(found, mask, tile.origin)
+        return found
+
     def flush(self) -> list[AutoMask]:
         """The masks still pending (all final once every window has been added)."""
         final, self.pending = self.pending, []
@@ -590,10 +652,10 @@ class AutoSegmenter:
     ``params.min_area_px`` and ``params.min_hole_px`` are replaced by ``min_area_m2`` and
     ``min_hole_m2`` on the tiling's grid (:func:`raster_tiling`); ``min_score`` drops final
     parcels the decoder rates lower. :attr:`dropped` counts the masks dropped, by reason;
-    :attr:`encoded` the windows. :attr:`grid_transform` is the tiling grid's geotransform:
-    a mask whose box starts at grid pixel (x, y) is polygonized at those integer offsets and
-    then mapped through it, so that parcels traced from different boxes share the
-    coordinates of every grid vertex exactly.
+    :attr:`encoded` the windows; :attr:`prompts` the points decoded. :attr:`grid_transform`
+    is the tiling grid's geotransform: a mask whose box starts at grid pixel (x, y) is
+    polygonized at those integer offsets and then mapped through it, so that parcels traced
+    from different boxes share the coordinates of every grid vertex exactly.
     """
 
     def __init__(
@@ -622,12 +684,8 @@ class AutoSegmenter:
         self.min_score = min_score
         self.dropped: Counter[str] = Counter()
         self.encoded = 0
+        self.prompts = 0
         self.grid_transform = self.tiling.transform(reader.geotransform, 0, 0)
-
-    @property
-    def prompts(self) -> int:
-        """The point prompts decoded so far."""
-        return self.encoded * self.params.points_per_side**2
 
     def masks(
         self,
@@ -646,8 +704,12 @@ class AutoSegmenter:
             embedding = self.model.encode(self.reader.read(tile.window))
             self.encoded += 1
             valid = self.reader.valid(tile.window)
-            found = window_masks(self.model, embedding, tile, self.params, valid, self.dropped)
-            yield from merger.add(tile, found)
+            found = merger.found(tile) if self.params.skip_found else None
+            masks, decoded = window_masks(
+                self.model, embedding, tile, self.params, valid, self.dropped, found
+            )
+            self.prompts += decoded
+            yield from merger.add(tile, masks)
             if progress is not None:
                 progress(done + 1, len(self.tiling))
         yield from merger.flush()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,9 +287,9 @@ class SamModel:
         return [self.decode(embedding, box=box) for box in np.asarray(boxes).reshape(-1, 4)]
 
     def decode_points(
-        self, embedding: Embedding, points: np.ndarray
+        self, embedding: Embedding, points: Iterable[Sequence[float]]
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Each of ``points`` (P, 2) as its own positive single-point prompt, as SAM's
+        """Each of ``points`` (x, y each) as its own positive single-point prompt, as SAM's
         automatic mode asks: per point, the candidate masks' logits (K, H, W) at the original
         size and their predicted IoUs (K,).
 
@@ -301,25 +301,22 @@ class SamModel:
         The official decoder graph takes one prompt per call (its batch axis is fixed at 1;
         a graph with a dynamic batch axis was slower per point on a CPU, see
         docs/benchmarks.md), so this is one call per point over feeds built once, and a
-        generator, so only one point's logits are in memory at a time.
+        generator, so only one point's logits are in memory at a time. ``points`` is read
+        one point at a time, after the previous point's masks were taken: an iterator can
+        choose each next point from what the earlier ones found (automatic mode skips points
+        inside parcels already found, :func:`~.auto.window_masks`).
         """
-        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        if len(points) == 0:
-            return
         shape = embedding.original_size
         views = [
-            (
-                self.decoder_feeds(embedding, points[:1], np.ones(1), None, None, view),
-                scale_coords(flip_points(points, shape, flip_x, flip_y), shape, self.input_size),
-                flip_x,
-                flip_y,
-            )
-            for view, (flip_x, flip_y) in enumerate(embedding.flips)
+            (self.decoder_feeds(embedding, np.zeros((1, 2)), np.ones(1), None, None, view), flip)
+            for view, flip in enumerate(embedding.flips)
         ]
-        for point in range(len(points)):
+        for point in points:
+            point = np.asarray(point, dtype=np.float64).reshape(1, 2)
             logits, scores = 0.0, 0.0
-            for feeds, scaled, flip_x, flip_y in views:
-                feeds["point_coords"][0, 0] = scaled[point]
+            for feeds, (flip_x, flip_y) in views:
+                mirrored = flip_points(point, shape, flip_x, flip_y)
+                feeds["point_coords"][0, 0] = scale_coords(mirrored, shape, self.input_size)[0]
                 masks, iou, _ = self.decoder.run(list(DECODER_OUTPUTS), feeds)
                 outputs = slice(1, None) if self.multimask and iou.shape[1] > 1 else slice(0, 1)
                 logits = logits + flip_planes(masks[0, outputs], flip_x, flip_y)

@@ -70,7 +70,8 @@ def perfect_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def decode_points(self: SamModel, embedding: Embedding, points: np.ndarray):
         colours = keys(embedding)
-        for x, y in np.round(points).astype(int):
+        for point in points:  # read one at a time, as the runtime's decode_points does
+            x, y = np.round(point).astype(int)
             score = 0.95 if colours[y, x] else 0.0
             yield np.where(colours == colours[y, x], 10.0, -10.0)[None], np.array([score])
 
@@ -122,16 +123,27 @@ class Warnings(QgsProcessingFeedback):
         super().pushWarning(warning)
 
 
-def run_auto(raster: Path, model_dir: Path, feedback: QgsProcessingFeedback | None = None):
+def run_auto(
+    raster: Path,
+    model_dir: Path,
+    feedback: QgsProcessingFeedback | None = None,
+    every_point: bool = False,
+):
     import processing
 
     parameters = {"INPUT": str(raster), "MODEL": str(model_dir), "AUTO": True, "OUTPUT": "memory:"}
+    parameters["EVERY_POINT"] = every_point
     return processing.run(ALGORITHM, parameters, feedback=feedback)["OUTPUT"]
 
 
 @pytest.mark.usefixtures("provider", "perfect_model")
-def test_parcels_of_any_size_come_out_once_as_a_coverage(model_dir: Path, tmp_path: Path) -> None:
-    output = run_auto(flat_raster(tmp_path / "sizes.tif", PARCELS), model_dir)
+@pytest.mark.parametrize("every_point", [False, True])
+def test_parcels_of_any_size_come_out_once_as_a_coverage(
+    every_point: bool, model_dir: Path, tmp_path: Path
+) -> None:
+    """Whether grid points inside parcels already found are decoded or skipped (the
+    default), each parcel comes out once, whole."""
+    output = run_auto(flat_raster(tmp_path / "sizes.tif", PARCELS), model_dir, None, every_point)
     found = [feature.geometry() for feature in output.getFeatures()]
     assert len(found) == len(PARCELS)
     for boxes in PARCELS:

@@ -86,6 +86,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
     PRED_IOU_THRESH = "PRED_IOU_THRESH"
     STABILITY_THRESH = "STABILITY_THRESH"
     OVERLAP = "OVERLAP"
+    EVERY_POINT = "EVERY_POINT"
     PROMPTS = "PROMPTS"
     LABEL_FIELD = "LABEL_FIELD"
     MIN_SCORE = "MIN_SCORE"
@@ -234,6 +235,13 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 parameter.setMaximum(high)
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
+        every_point = QgsProcessingParameterBoolean(
+            self.EVERY_POINT,
+            "Automatic mode: decode every grid point, also inside parcels already found (slower)",
+            defaultValue=not defaults.skip_found,
+        )
+        every_point.setFlags(every_point.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(every_point)
         self.addParameter(
             QgsProcessingParameterDistance(
                 self.SIMPLIFY,
@@ -391,6 +399,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 points_per_side=self.parameterAsInt(parameters, self.POINTS_PER_SIDE, context),
                 overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
                 coverage=coverage,
+                skip_found=not self.parameterAsBool(parameters, self.EVERY_POINT, context),
             ),
             model.manifest,
             model.manifest_source,

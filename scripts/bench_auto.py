@@ -1,0 +1,180 @@
+"""Automatic mode with and without skipping points inside parcels already found, side by side.
+
+Automatic mode's cost is the decoder: one call per grid point of every window. With
+``AutoParams.skip_found`` a point inside a mask already accepted is not decoded (design notes,
+"Automatic mode"). This script runs ``geosam segment --auto`` both ways on the same raster
+and model, in turns (``--repeat`` rounds, so load from other processes falls on both alike),
+and scores each parcel map against the true parcels with :mod:`geosam.segment.score`
+(object precision, recall and F1 at IoU 0.5, one to one, and the matched mean IoU), in the
+raster's valid footprint. Throughput is km² of raster per CPU-hour, CPU-hours being seconds
+x ``--threads`` / 3600 (onnxruntime's intra-op threads, pinned).
+
+The scene is a synthetic one (``geosam synth``, ``--size`` and ``--seed``: use a seed the
+model was not trained on) unless ``--raster`` and ``--truth`` name a real one; the model is
+any exported folder (``geosam demo``'s DIR/model, the stand-in, a NAIP-tuned export)::
+
+    python scripts/bench_auto.py --model demo/model --size 2048 --seed 7 \\
+        --pred-iou-thresh 0.6 --stability-thresh 0.8 -o out/bench_auto
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+from pyproj import CRS
+
+from geosam.data.synthetic import make_scene
+from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams
+from geosam.segment import SegmentParams, segment_auto
+from geosam.segment.polygons import geodesic_area
+from geosam.segment.score import score_parcel_map
+from geosam.segment.score_inputs import raster_area
+
+SIDES = {"every point": False, "skip found": True}
+
+
+@dataclass(frozen=True)
+class Side:
+    """One way of running automatic mode on the scene: its cost and its score."""
+
+    name: str
+    windows: int
+    decoder_calls: int
+    seconds: list[float]
+    km2_per_cpu_hour: float
+    polygons: int
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    matched_miou: float | None
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="An exported model folder.")
+    parser.add_argument("--raster", type=Path, help="A real raster (with --truth).")
+    parser.add_argument("--truth", type=Path, help="Its true parcel polygons.")
+    parser.add_argument("--size", type=int, default=2048, help="Synthetic scene side, px.")
+    parser.add_argument("--seed", type=int, default=7, help="Synthetic scene seed (unseen).")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads.")
+    parser.add_argument("--repeat", type=int, default=1, help="Rounds of both sides, in turns.")
+    parser.add_argument("--points-per-side", type=int, default=AutoParams.points_per_side)
+    parser.add_argument("--pred-iou-thresh", type=float, default=AutoParams.pred_iou_thresh)
+    parser.add_argument("--stability-thresh", type=float, default=AutoParams.stability_thresh)
+    parser.add_argument("--min-area", type=float, default=DEFAULT_MIN_AREA_M2, help="m²")
+    parser.add_argument("-o", "--output", type=Path, default=Path("out/bench_auto"))
+    args = parser.parse_args()
+    if (args.raster is None) != (args.truth is None):
+        parser.error("give --raster and --truth together (or neither, for a synthetic scene)")
+    return args
+
+
+def scene(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The raster and its truth: the ones given, or a synthetic scene made once."""
+    if args.raster is not None:
+        return args.raster, args.truth
+    folder = args.output / f"scene-{args.size}-{args.seed}"
+    raster, truth = folder / "scene.tif", folder / "parcels.gpkg"
+    if not raster.is_file():
+        files = make_scene(folder, size=args.size, seed=args.seed, progress=False)
+        raster, truth = files.raster, files.labels
+    return raster, truth
+
+
+def main() -> None:
+    args = parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    raster, truth_path = scene(args)
+    area = raster_area(raster)
+    km2 = float(geodesic_area([area.geometry], CRS(area.crs))[0]) / 1e6
+    segment = SegmentParams(threads=args.threads)
+    seconds: dict[str, list[float]] = {name: [] for name in SIDES}
+    results = {}
+    for _ in range(args.repeat):
+        for name, skip_found in SIDES.items():
+            params = AutoParams(
+                points_per_side=args.points_per_side,
+                pred_iou_thresh=args.pred_iou_thresh,
+                stability_thresh=args.stability_thresh,
+                skip_found=skip_found,
+            )
+            output = args.output / f"{name.replace(' ', '-')}.gpkg"
+            output.unlink(missing_ok=True)
+            start = time.perf_counter()
+            results[name] = segment_auto(
+                raster, args.model, output, segment, params, args.min_area, False
+            )
+            seconds[name].append(time.perf_counter() - start)
+    truth = gpd.read_file(truth_path)
+    sides = []
+    for name in SIDES:
+        result = results[name]
+        scores = score_parcel_map(gpd.read_file(result.output), truth, [area]).overall.scores
+        fastest = min(seconds[name])
+        sides.append(
+            Side(
+                name,
+                result.encoded,
+                result.prompts,
+                seconds[name],
+                km2 / (fastest * args.threads / 3600),
+                result.polygons,
+                scores.precision,
+                scores.recall,
+                scores.f1,
+                scores.matched_miou,
+            )
+        )
+    report(args, raster, km2, sides)
+
+
+def report(args: argparse.Namespace, raster: Path, km2: float, sides: list[Side]) -> None:
+    """The side-by-side table (markdown, printed) and bench_auto.json."""
+
+    def number(value: float | None, digits: int = 3) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        f"{raster} ({km2:.2f} km²), model {args.model}, {args.threads} thread(s), "
+        f"{args.points_per_side}² points, pred IoU ≥ {args.pred_iou_thresh:g}, "
+        f"stability ≥ {args.stability_thresh:g}, fastest of {args.repeat} round(s)",
+        "",
+        "| automatic mode | windows | decoder calls | seconds | km²/CPU-h | polygons "
+        "| precision | recall | F1@0.5 | matched mIoU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for side in sides:
+        lines.append(
+            f"| {side.name} | {side.windows} | {side.decoder_calls:,} | "
+            f"{min(side.seconds):.1f} | {side.km2_per_cpu_hour:.0f} | {side.polygons} | "
+            f"{number(side.precision)} | {number(side.recall)} | {number(side.f1)} | "
+            f"{number(side.matched_miou)} |"
+        )
+    before, after = sides
+    ratio = after.km2_per_cpu_hour / before.km2_per_cpu_hour
+    calls = before.decoder_calls / max(after.decoder_calls, 1)
+    lines += [
+        "",
+        f"km²/CPU-h ratio: {ratio:.2f}x; decoder calls {calls:.2f}x fewer; "
+        f"F1 {number(before.f1)} -> {number(after.f1)}; "
+        f"median seconds {np.median(before.seconds):.1f} -> {np.median(after.seconds):.1f}",
+    ]
+    print("\n".join(lines))
+    summary = {
+        "raster": str(raster),
+        "km2": km2,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "sides": [asdict(side) for side in sides],
+        "km2_per_cpu_hour_ratio": ratio,
+    }
+    (args.output / "bench_auto.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
