@@ -65,8 +65,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads.")
     parser.add_argument("--repeat", type=int, default=1, help="Rounds of both sides, in turns.")
     parser.add_argument("--points-per-side", type=int, default=AutoParams.points_per_side)
-    parser.add_argument("--pred-iou-thresh", type=float, default=AutoParams.pred_iou_thresh)
-    parser.add_argument("--stability-thresh", type=float, default=AutoParams.stability_thresh)
+    # None: the model's tuned thresholds (its manifest), else SAM's, as geosam segment --auto
+    parser.add_argument("--pred-iou-thresh", type=float)
+    parser.add_argument("--stability-thresh", type=float)
     parser.add_argument("--min-area", type=float, default=DEFAULT_MIN_AREA_M2, help="m²")
     parser.add_argument("-o", "--output", type=Path, default=Path("out/bench_auto"))
     args = parser.parse_args()
@@ -95,21 +96,25 @@ def main() -> None:
     km2 = float(geodesic_area([area.geometry], CRS(area.crs))[0]) / 1e6
     segment = SegmentParams(threads=args.threads)
     seconds: dict[str, list[float]] = {name: [] for name in SIDES}
+    given = {
+        name: value
+        for name, value in (
+            ("pred_iou_thresh", args.pred_iou_thresh),
+            ("stability_thresh", args.stability_thresh),
+        )
+        if value is not None
+    }
     results = {}
     for _ in range(args.repeat):
         for name, skip_found in SIDES.items():
-            params = AutoParams(
-                points_per_side=args.points_per_side,
-                pred_iou_thresh=args.pred_iou_thresh,
-                stability_thresh=args.stability_thresh,
-                skip_found=skip_found,
-            )
+            params = AutoParams(points_per_side=args.points_per_side, skip_found=skip_found)
             output = args.output / f"{name.replace(' ', '-')}.gpkg"
             output.unlink(missing_ok=True)
             start = time.perf_counter()
             results[name] = segment_auto(
-                raster, args.model, output, segment, params, args.min_area, False
-            )
+                raster, args.model, output, segment, params, args.min_area, False,
+                thresholds=given,
+            )  # fmt: skip
             seconds[name].append(time.perf_counter() - start)
     truth = gpd.read_file(truth_path)
     sides = []
@@ -134,6 +139,10 @@ def main() -> None:
     report(args, raster, km2, sides)
 
 
+def threshold(value: float | None) -> str:
+    return "the model's (or SAM's)" if value is None else f"{value:g}"
+
+
 def report(args: argparse.Namespace, raster: Path, km2: float, sides: list[Side]) -> None:
     """The side-by-side table (markdown, printed) and bench_auto.json."""
 
@@ -142,8 +151,8 @@ def report(args: argparse.Namespace, raster: Path, km2: float, sides: list[Side]
 
     lines = [
         f"{raster} ({km2:.2f} km²), model {args.model}, {args.threads} thread(s), "
-        f"{args.points_per_side}² points, pred IoU ≥ {args.pred_iou_thresh:g}, "
-        f"stability ≥ {args.stability_thresh:g}, fastest of {args.repeat} round(s)",
+        f"{args.points_per_side}² points, pred IoU ≥ {threshold(args.pred_iou_thresh)}, "
+        f"stability ≥ {threshold(args.stability_thresh)}, fastest of {args.repeat} round(s)",
         "",
         "| automatic mode | windows | decoder calls | seconds | km²/CPU-h | polygons "
         "| precision | recall | F1@0.5 | matched mIoU |",
