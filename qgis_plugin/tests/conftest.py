@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from osgeo import gdal
 from qgis.core import (
+    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsFeature,
@@ -73,6 +74,17 @@ def geographic_scene(scene: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     path = tmp_path_factory.mktemp("geographic") / "scene_4326.tif"
     gdal.Warp(str(path), str(scene), dstSRS="EPSG:4326", resampleAlg="bilinear")
     return path
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing: None) -> Iterator[None]:
+    """geosam's Processing provider, registered for a test module."""
+    from geosam_qgis.processing.provider import GeosamProvider
+
+    registered = GeosamProvider()
+    QgsApplication.processingRegistry().addProvider(registered)
+    yield
+    QgsApplication.processingRegistry().removeProvider(registered)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ layer and a warning.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ import pytest
 from conftest import RASTER_CRS, points_layer
 from osgeo import gdal, osr
 from qgis.core import (
-    QgsApplication,
     QgsCoordinateTransform,
     QgsFeature,
     QgsGeometry,
@@ -45,16 +43,6 @@ PARCELS = [
     [(780, 720, 806, 746)],
     [(8, 1010, 776, 1190), (690, 860, 776, 1010)],
 ]
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing: None) -> Iterator[None]:
-    from geosam_qgis.processing.provider import GeosamProvider
-
-    registered = GeosamProvider()
-    QgsApplication.processingRegistry().addProvider(registered)
-    yield
-    QgsApplication.processingRegistry().removeProvider(registered)
 
 
 @pytest.fixture

@@ -8,14 +8,12 @@ with one QgsProcessingException naming what is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import RASTER_CRS, model_variant, points_layer
 from osgeo import gdal
 from qgis.core import (
-    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsFeature,
@@ -28,16 +26,6 @@ from qgis.core import (
 
 ALGORITHM = "geosam:segment_parcels"
 CLICKS = [(100.5, 120.5), (300.5, 300.5), (420.5, 80.5)]
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing: None) -> Iterator[None]:
-    from geosam_qgis.processing.provider import GeosamProvider
-
-    registered = GeosamProvider()
-    QgsApplication.processingRegistry().addProvider(registered)
-    yield
-    QgsApplication.processingRegistry().removeProvider(registered)
 
 
 def run(raster: Path, model: Path, prompts: QgsVectorLayer, **extra: object) -> QgsVectorLayer:
