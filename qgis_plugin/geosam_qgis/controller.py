@@ -86,13 +86,13 @@ class SegmentController(QObject):
         self.task: BackgroundTask | None = None
         self.encoding: tuple[int, ...] | None = None  # the window key being encoded
         self.generation = 0
-        self.outline = QgsRubberBand(self.canvas, QgsWkbTypes.PolygonGeometry)
+        self.outline = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
         self.outline.setStrokeColor(OUTLINE_COLOUR)
         self.outline.setFillColor(QColor(0, 229, 255, 50))
         self.outline.setWidth(2)
         self.inside_band = self._point_band(INSIDE_COLOUR)
         self.outside_band = self._point_band(OUTSIDE_COLOUR)
-        self.box_band = QgsRubberBand(self.canvas, QgsWkbTypes.PolygonGeometry)
+        self.box_band = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
         self.box_band.setStrokeColor(QColor(255, 193, 7))
         self.box_band.setFillColor(QColor(0, 0, 0, 0))
 
@@ -140,7 +140,7 @@ class SegmentController(QObject):
             self.refresh()
             return
         if not self.history:
-            self.message("nothing to undo", Qgis.Info)
+            self.message("nothing to undo", Qgis.MessageLevel.Info)
             return
         layer_id, ids = self.history.pop()
         layer = QgsProject.instance().mapLayer(layer_id)
@@ -170,7 +170,9 @@ class SegmentController(QObject):
     def accept(self) -> None:
         """Write the previewed parcel to the output layer, then start a new prompt."""
         if self.parcel is None or self.segmenter is None:
-            self.message("no outline to accept: click inside a parcel first", Qgis.Info)
+            self.message(
+                "no outline to accept: click inside a parcel first", Qgis.MessageLevel.Info
+            )
             return
         layer = self.dock.output_layer()
         try:
@@ -316,7 +318,8 @@ class SegmentController(QObject):
         return (
             self.task is not None
             and not sip.isdeleted(self.task)
-            and self.task.status() not in (BackgroundTask.Complete, BackgroundTask.Terminated)
+            and self.task.status()
+            not in (BackgroundTask.TaskStatus.Complete, BackgroundTask.TaskStatus.Terminated)
         )
 
     def _cancel(self) -> None:
@@ -355,7 +358,7 @@ class SegmentController(QObject):
 
     def _show(self, parcel: Parcel | None) -> None:
         self.parcel = parcel
-        self.outline.reset(QgsWkbTypes.PolygonGeometry)
+        self.outline.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
         if parcel is not None and self.segmenter is not None:
             self.outline.setToGeometry(parcel.geometry, self.segmenter.reader.crs)
         self.previewChanged.emit()
@@ -363,8 +366,8 @@ class SegmentController(QObject):
     def _draw_marks(self) -> None:
         layer = self.dock.raster_layer()
         for band in (self.inside_band, self.outside_band):
-            band.reset(QgsWkbTypes.PointGeometry)
-        self.box_band.reset(QgsWkbTypes.PolygonGeometry)
+            band.reset(QgsWkbTypes.GeometryType.PointGeometry)
+        self.box_band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
         if layer is None:
             return
         for mark in self.marks:
@@ -375,9 +378,9 @@ class SegmentController(QObject):
                 self.box_band.setToGeometry(QgsGeometry.fromRect(mark), layer.crs())
 
     def _point_band(self, colour: QColor) -> QgsRubberBand:
-        band = QgsRubberBand(self.canvas, QgsWkbTypes.PointGeometry)
+        band = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PointGeometry)
         band.setColor(colour)
-        band.setIcon(QgsRubberBand.ICON_CIRCLE)
+        band.setIcon(QgsRubberBand.IconType.ICON_CIRCLE)
         band.setIconSize(10)
         band.setWidth(3)
         return band
@@ -398,7 +401,7 @@ class SegmentController(QObject):
             layer.crs(), self.canvas.mapSettings().destinationCrs(), QgsProject.instance()
         )
 
-    def message(self, text: str, level: Qgis.MessageLevel = Qgis.Warning) -> None:
+    def message(self, text: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Warning) -> None:
         """One line in QGIS's message bar (and the dock), the way users see plugin errors."""
         self.iface.messageBar().pushMessage("geosam", text, level=level, duration=8)
         self.dock.status_label.setText(text)

@@ -30,13 +30,13 @@ class PromptMapTool(QgsMapTool):
 
     def __init__(self, canvas: QgsMapCanvas) -> None:
         super().__init__(canvas)
-        self.setCursor(Qt.CrossCursor)
-        self.band = QgsRubberBand(canvas, QgsWkbTypes.PolygonGeometry)
+        self.setCursor(Qt.CursorShape.CrossCursor)
+        self.band = QgsRubberBand(canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
         self.band.setStrokeColor(BOX_COLOUR)
         self.band.setFillColor(QColor(255, 193, 7, 40))
         self.band.setWidth(2)
         self.pressed_at: QPoint | None = None
-        self.button = Qt.NoButton
+        self.button = Qt.MouseButton.NoButton
 
     def canvasPressEvent(self, event: QgsMapMouseEvent) -> None:
         self.pressed_at = event.pixelPoint()
@@ -51,29 +51,29 @@ class PromptMapTool(QgsMapTool):
             return
         if self._dragging(event):
             box = self._box(event)
-            self.band.reset(QgsWkbTypes.PolygonGeometry)
+            self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
             self.boxDrawn.emit(box)
-        elif self.button in (Qt.LeftButton, Qt.RightButton):
-            self.pointClicked.emit(event.mapPoint(), self.button == Qt.LeftButton)
+        elif self.button in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
+            self.pointClicked.emit(event.mapPoint(), self.button == Qt.MouseButton.LeftButton)
         self.pressed_at = None
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
-        if event.key() in (Qt.Key_Return, Qt.Key_Enter):
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
             self.acceptRequested.emit()
             event.accept()
-        elif event.key() == Qt.Key_Escape:
+        elif event.key() == Qt.Key.Key_Escape:
             self.clearRequested.emit()
             event.accept()
         else:
             event.ignore()
 
     def deactivate(self) -> None:
-        self.band.reset(QgsWkbTypes.PolygonGeometry)
+        self.band.reset(QgsWkbTypes.GeometryType.PolygonGeometry)
         self.pressed_at = None
         super().deactivate()
 
     def _dragging(self, event: QgsMapMouseEvent) -> bool:
-        if self.pressed_at is None or self.button != Qt.LeftButton:
+        if self.pressed_at is None or self.button != Qt.MouseButton.LeftButton:
             return False
         return (event.pixelPoint() - self.pressed_at).manhattanLength() > DRAG_PIXELS
 

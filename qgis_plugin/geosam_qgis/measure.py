@@ -34,10 +34,10 @@ def ellipsoidal(crs: QgsCoordinateReferenceSystem) -> QgsDistanceArea:
 def area_m2(calculator: QgsDistanceArea, geometry: QgsGeometry) -> float:
     """The area of ``geometry`` in square metres, whatever the calculator's area units."""
     return calculator.convertAreaMeasurement(
-        calculator.measureArea(geometry), QgsUnitTypes.AreaSquareMeters
+        calculator.measureArea(geometry), QgsUnitTypes.AreaUnit.AreaSquareMeters
     )
 
 
 def length_m(calculator: QgsDistanceArea, length: float) -> float:
     """A length the calculator measured, in metres."""
-    return calculator.convertLengthMeasurement(length, QgsUnitTypes.DistanceMeters)
+    return calculator.convertLengthMeasurement(length, QgsUnitTypes.DistanceUnit.DistanceMeters)

@@ -11,6 +11,7 @@ data provider at once, as QGIS's own digitizing tools do when committing.
 from __future__ import annotations
 
 from qgis.core import (
+    Qgis,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsFeature,
@@ -22,13 +23,16 @@ from qgis.core import (
     QgsVectorLayerUtils,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QMetaType, QVariant
 
 from .measure import area_m2, ellipsoidal
 from .runtime.errors import GeosamError
 
 OUTPUT_FIELDS = ("score", "area_m2")
 NEW_LAYER_NAME = "geosam parcels"
+# From QGIS 3.38 QgsField takes its type as a QMetaType.Type; Qt 6 (QGIS 4) has no
+# QVariant.Type, and QGIS before 3.38 accepts nothing else.
+FIELD_TAKES_QMETATYPE = Qgis.QGIS_VERSION_INT >= 33800
 
 
 def new_output_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
@@ -41,17 +45,27 @@ def new_output_layer(crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
     return layer
 
 
+def double_field(name: str) -> QgsField:
+    """A ``double`` field, typed the way this QGIS's QgsField accepts (see above)."""
+    if FIELD_TAKES_QMETATYPE:
+        return QgsField(name, QMetaType.Type.Double)
+    return QgsField(name, QVariant.Type.Double)
+
+
 def check_writable(layer: QgsVectorLayer) -> None:
     """GeosamError unless parcels can be added to ``layer`` (polygons, not read-only), with
     the output fields added where missing."""
-    if layer.geometryType() != QgsWkbTypes.PolygonGeometry:
+    if layer.geometryType() != QgsWkbTypes.GeometryType.PolygonGeometry:
         kind = QgsWkbTypes.geometryDisplayString(layer.geometryType())
         raise GeosamError(
             f"output layer {layer.name()} holds {kind} geometries: choose a polygon layer or a "
             "new temporary layer"
         )
     provider = layer.dataProvider()
-    if layer.readOnly() or not provider.capabilities() & QgsVectorDataProvider.AddFeatures:
+    if (
+        layer.readOnly()
+        or not provider.capabilities() & QgsVectorDataProvider.Capability.AddFeatures
+    ):
         raise GeosamError(
             f"output layer {layer.name()} is read-only: choose another layer or a new temporary "
             "layer"
@@ -59,12 +73,12 @@ def check_writable(layer: QgsVectorLayer) -> None:
     missing = [name for name in OUTPUT_FIELDS if layer.fields().indexOf(name) < 0]
     if not missing:
         return
-    if not provider.capabilities() & QgsVectorDataProvider.AddAttributes:
+    if not provider.capabilities() & QgsVectorDataProvider.Capability.AddAttributes:
         raise GeosamError(
             f"output layer {layer.name()} lacks the fields {', '.join(missing)} and they cannot "
             "be added: add them yourself or choose another layer"
         )
-    new_fields = [QgsField(name, QVariant.Double) for name in missing]
+    new_fields = [double_field(name) for name in missing]
     if layer.isEditable():
         for new_field in new_fields:
             layer.addAttribute(new_field)

@@ -58,7 +58,7 @@ class GeosamPlugin:
             return True
         message = missing_onnxruntime()
         if message is not None:
-            self.iface.messageBar().pushMessage("geosam", message, level=Qgis.Critical)
+            self.iface.messageBar().pushMessage("geosam", message, level=Qgis.MessageLevel.Critical)
             return False
         # Only now: these modules load onnxruntime through the bundled runtime.
         from .controller import SegmentController
@@ -70,7 +70,7 @@ class GeosamPlugin:
         self.tool = PromptMapTool(canvas)
         self.controller = SegmentController(self.iface, self.dock, self.tool)
         self.dock.tool_button.toggled.connect(self.use_tool)
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         return True
 
     def use_tool(self, on: bool) -> None:

@@ -114,7 +114,9 @@ def polygonal(geometry: QgsGeometry) -> QgsGeometry | None:
         return None
     parts = [QgsGeometry(part.clone()) for part in geometry.constParts()]
     parts = [
-        part for part in parts if part.type() == QgsWkbTypes.PolygonGeometry and part.area() > 0
+        part
+        for part in parts
+        if part.type() == QgsWkbTypes.GeometryType.PolygonGeometry and part.area() > 0
     ]
     if not parts:
         return None

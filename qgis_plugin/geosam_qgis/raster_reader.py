@@ -91,7 +91,7 @@ class RasterWindows:
         geotransform = self.geotransform
         if self._distance is None:
             factor = QgsUnitTypes.fromUnitToUnitFactor(
-                self.crs.mapUnits(), QgsUnitTypes.DistanceMeters
+                self.crs.mapUnits(), QgsUnitTypes.DistanceUnit.DistanceMeters
             )
             return abs(geotransform[1]) * factor, abs(geotransform[5]) * factor
         corner, right, down = (

@@ -35,7 +35,7 @@ class BackgroundTask(QgsTask):
         on_done: Callable[[Any], None],
         on_error: Callable[[str], None],
     ) -> None:
-        super().__init__(description, QgsTask.CanCancel)
+        super().__init__(description, QgsTask.Flag.CanCancel)
         self.job = job
         self.on_done = on_done
         self.on_error = on_error
@@ -57,6 +57,8 @@ class BackgroundTask(QgsTask):
             self.on_error(str(self.error))
         elif self.error is not None:
             QgsMessageLog.logMessage(
-                "".join(traceback.format_exception(self.error)), "geosam", Qgis.Critical
+                "".join(traceback.format_exception(self.error)),
+                "geosam",
+                Qgis.MessageLevel.Critical,
             )
             self.on_error(f"{self.description()} failed: {self.error!r} (details in the log)")

@@ -70,24 +70,28 @@ def screen(controller, col: float, row: float) -> QPoint:
 
 def mouse(controller, kind: QEvent.Type, at: QPoint, button: Qt.MouseButton) -> None:
     canvas, tool = controller.canvas, controller.tool
-    buttons = Qt.NoButton if kind == QEvent.MouseButtonRelease else button
-    event = QgsMapMouseEvent(canvas, kind, at, button, buttons, Qt.NoModifier)
+    buttons = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseButtonRelease else button
+    event = QgsMapMouseEvent(canvas, kind, at, button, buttons, Qt.KeyboardModifier.NoModifier)
     handler = {
-        QEvent.MouseButtonPress: tool.canvasPressEvent,
-        QEvent.MouseMove: tool.canvasMoveEvent,
-        QEvent.MouseButtonRelease: tool.canvasReleaseEvent,
+        QEvent.Type.MouseButtonPress: tool.canvasPressEvent,
+        QEvent.Type.MouseMove: tool.canvasMoveEvent,
+        QEvent.Type.MouseButtonRelease: tool.canvasReleaseEvent,
     }[kind]
     handler(event)
 
 
-def click(controller, col: float, row: float, button: Qt.MouseButton = Qt.LeftButton) -> None:
+def click(
+    controller, col: float, row: float, button: Qt.MouseButton = Qt.MouseButton.LeftButton
+) -> None:
     at = screen(controller, col, row)
-    mouse(controller, QEvent.MouseButtonPress, at, button)
-    mouse(controller, QEvent.MouseButtonRelease, at, button)
+    mouse(controller, QEvent.Type.MouseButtonPress, at, button)
+    mouse(controller, QEvent.Type.MouseButtonRelease, at, button)
 
 
 def key(controller, code: Qt.Key) -> None:
-    controller.tool.keyPressEvent(QKeyEvent(QEvent.KeyPress, code, Qt.NoModifier))
+    controller.tool.keyPressEvent(
+        QKeyEvent(QEvent.Type.KeyPress, code, Qt.KeyboardModifier.NoModifier)
+    )
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -119,7 +123,7 @@ def test_click_preview_accept_undo(controller, qgis_iface: QgisInterface) -> Non
     assert outline.boundingBox().yMinimum() > 6e6
     assert controller.parcel.geometry.boundingBox().yMaximum() < 5.4e6
 
-    key(controller, Qt.Key_Return)
+    key(controller, Qt.Key.Key_Return)
     layer = controller.dock.output_layer()
     assert layer is not None and layer.providerType() == "memory"
     assert layer.crs() == PROJECT_CRS
@@ -139,7 +143,7 @@ def test_click_preview_accept_undo(controller, qgis_iface: QgisInterface) -> Non
     assert controller.marks == [] and controller.parcel is None
     controller.dock.undo_button.click()  # the accepted parcel
     assert layer.featureCount() == 0
-    assert not qgis_iface.messageBar().get_messages(Qgis.Warning)
+    assert not qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Warning)
 
 
 def test_mirror_averaging_checkbox_redoes_the_preview(controller) -> None:
@@ -166,17 +170,17 @@ def test_mirror_averaging_checkbox_redoes_the_preview(controller) -> None:
 def test_negative_click_box_and_escape(controller) -> None:
     click(controller, 300.5, 300.5)
     wait_for_preview(controller)
-    click(controller, 320.5, 310.5, Qt.RightButton)
+    click(controller, 320.5, 310.5, Qt.MouseButton.RightButton)
     assert [mark.inside for mark in controller.marks] == [True, False]
     # decoded in the cached window at once, unless the untrained model's speckle reaches its
     # edge and the runtime widens the window (a task)
     wait_for_preview(controller)
 
     start, end = screen(controller, 250, 250), screen(controller, 350, 340)
-    mouse(controller, QEvent.MouseButtonPress, start, Qt.LeftButton)
-    mouse(controller, QEvent.MouseMove, end, Qt.LeftButton)
+    mouse(controller, QEvent.Type.MouseButtonPress, start, Qt.MouseButton.LeftButton)
+    mouse(controller, QEvent.Type.MouseMove, end, Qt.MouseButton.LeftButton)
     assert not controller.tool.band.asGeometry().isEmpty()
-    mouse(controller, QEvent.MouseButtonRelease, end, Qt.LeftButton)
+    mouse(controller, QEvent.Type.MouseButtonRelease, end, Qt.MouseButton.LeftButton)
     wait_for_preview(controller)
     box = controller.marks[-1]
     # the offscreen canvas is small: a canvas pixel spans several metres
@@ -187,7 +191,7 @@ def test_negative_click_box_and_escape(controller) -> None:
 
     controller.dock.undo_button.click()
     assert len(controller.marks) == 2
-    key(controller, Qt.Key_Escape)
+    key(controller, Qt.Key.Key_Escape)
     assert controller.marks == [] and controller.parcel is None
 
 
@@ -224,7 +228,7 @@ def test_existing_geopackage_in_geographic_crs(controller, tmp_path: Path) -> No
 
 
 def warnings(qgis_iface: QgisInterface) -> list[str]:
-    return qgis_iface.messageBar().get_messages(Qgis.Warning)
+    return qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Warning)
 
 
 def test_click_outside_and_read_only_output(controller, qgis_iface: QgisInterface) -> None:
@@ -238,7 +242,7 @@ def test_click_outside_and_read_only_output(controller, qgis_iface: QgisInterfac
     controller.dock.output_combo.setLayer(read_only)
     click(controller, 100.5, 120.5)
     wait_for_preview(controller)
-    key(controller, Qt.Key_Enter)
+    key(controller, Qt.Key.Key_Enter)
     assert "output layer locked is read-only" in warnings(qgis_iface)[-1]
     assert read_only.featureCount() == 0 and controller.parcel is not None
 

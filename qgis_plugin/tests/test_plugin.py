@@ -48,7 +48,7 @@ def test_missing_onnxruntime_names_the_install_command(
     try:
         plugin.action.setChecked(True)
         assert not plugin.action.isChecked() and plugin.dock is None
-        (message,) = qgis_iface.messageBar().get_messages(Qgis.Critical)
+        (message,) = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
         assert f'"{sys.executable}" -m pip install onnxruntime' in message
 
         import processing

@@ -51,12 +51,11 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QIcon
 
 from ..dependencies import require_onnxruntime
 from ..measure import area_m2, ellipsoidal
-from ..output_layer import OUTPUT_FIELDS
+from ..output_layer import OUTPUT_FIELDS, double_field
 from ..raster_reader import RasterWindows
 from ..runtime.auto import DEFAULT_MIN_AREA_M2, THRESHOLDS, AutoParams, choose_thresholds
 from ..runtime.errors import GeosamError
@@ -129,7 +128,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterFile(
                 self.MODEL,
                 "Model folder (from geosam export-onnx)",
-                behavior=QgsProcessingParameterFile.Folder,
+                behavior=QgsProcessingParameterFile.Behavior.Folder,
             )
         )
         self.addParameter(
@@ -141,7 +140,10 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterFeatureSource(
                 self.PROMPTS,
                 "Prompts (points: clicks inside parcels; polygons: boxes)",
-                [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon],
+                [
+                    QgsProcessing.SourceType.TypeVectorPoint,
+                    QgsProcessing.SourceType.TypeVectorPolygon,
+                ],
                 optional=True,
             )
         )
@@ -150,7 +152,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 self.LABEL_FIELD,
                 "Label field (1: inside, 0: negative point)",
                 parentLayerParameterName=self.PROMPTS,
-                type=QgsProcessingParameterField.Numeric,
+                type=QgsProcessingParameterField.DataType.Numeric,
                 optional=True,
             )
         )
@@ -158,7 +160,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber(
                 self.MIN_SCORE,
                 "Minimum score (drop parcels the model rates lower)",
-                type=QgsProcessingParameterNumber.Double,
+                type=QgsProcessingParameterNumber.Type.Double,
                 defaultValue=0.0,
                 minValue=0.0,
                 maxValue=1.0,
@@ -168,7 +170,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber(
                 self.MIN_AREA,
                 "Automatic mode: smallest parcel (m²)",
-                type=QgsProcessingParameterNumber.Double,
+                type=QgsProcessingParameterNumber.Type.Double,
                 defaultValue=DEFAULT_MIN_AREA_M2,
                 minValue=0.0,
             )
@@ -177,7 +179,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterNumber(
                 self.MIN_HOLE,
                 "Automatic mode: fill holes smaller than (m²)",
-                type=QgsProcessingParameterNumber.Double,
+                type=QgsProcessingParameterNumber.Type.Double,
                 defaultValue=DEFAULT_MIN_AREA_M2,
                 minValue=0.0,
             )
@@ -194,7 +196,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             (
                 self.POINTS_PER_SIDE,
                 "Automatic mode: points per window side (N x N decoder calls per window)",
-                QgsProcessingParameterNumber.Integer,
+                QgsProcessingParameterNumber.Type.Integer,
                 defaults.points_per_side,
                 1,
                 None,
@@ -205,7 +207,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 self.PRED_IOU_THRESH,
                 "Automatic mode: minimum predicted IoU of a mask (empty: the model's tuned "
                 f"value, else SAM's {defaults.pred_iou_thresh:g})",
-                QgsProcessingParameterNumber.Double,
+                QgsProcessingParameterNumber.Type.Double,
                 None,
                 0.0,
                 1.0,
@@ -214,7 +216,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 self.STABILITY_THRESH,
                 "Automatic mode: minimum stability of a mask (empty: the model's tuned value, "
                 f"else SAM's {defaults.stability_thresh:g})",
-                QgsProcessingParameterNumber.Double,
+                QgsProcessingParameterNumber.Type.Double,
                 None,
                 0.0,
                 1.0,
@@ -222,7 +224,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             (
                 self.OVERLAP,
                 "Automatic mode: window overlap (fraction of a window's side)",
-                QgsProcessingParameterNumber.Double,
+                QgsProcessingParameterNumber.Type.Double,
                 defaults.overlap,
                 0.0,
                 0.5,
@@ -233,14 +235,18 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             )
             if high is not None:
                 parameter.setMaximum(high)
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(
+                parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced
+            )
             self.addParameter(parameter)
         every_point = QgsProcessingParameterBoolean(
             self.EVERY_POINT,
             "Automatic mode: decode every grid point, also inside parcels already found (slower)",
             defaultValue=not defaults.skip_found,
         )
-        every_point.setFlags(every_point.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        every_point.setFlags(
+            every_point.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced
+        )
         self.addParameter(every_point)
         self.addParameter(
             QgsProcessingParameterDistance(
@@ -260,7 +266,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
         )
         self.addParameter(
             QgsProcessingParameterFeatureSink(
-                self.OUTPUT, "Parcels", QgsProcessing.TypeVectorPolygon
+                self.OUTPUT, "Parcels", QgsProcessing.SourceType.TypeVectorPolygon
             )
         )
 
@@ -303,7 +309,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 parameters, context, feedback, model, raster, source
             )
         sink, dest_id = self.parameterAsSink(
-            parameters, self.OUTPUT, context, fields, QgsWkbTypes.MultiPolygon, layer.crs()
+            parameters, self.OUTPUT, context, fields, QgsWkbTypes.Type.MultiPolygon, layer.crs()
         )
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
@@ -312,7 +318,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             feature = QgsFeature(fields)
             feature.setGeometry(geometry)
             feature.setAttributes([*attributes, area_m2(calculator, geometry)])
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
         return {self.OUTPUT: dest_id}
 
     def follow_prompts(
@@ -427,7 +433,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
             )
         fields = QgsFields()
         for name in AUTO_FIELDS:
-            fields.append(QgsField(name, QVariant.Double))
+            fields.append(double_field(name))
         return fields, [(p.geometry, [p.score, p.stability]) for p in parcels]
 
 
@@ -463,7 +469,7 @@ def read_prompts(
         geometry.transform(transform)
         xy = np.array([(v.x(), v.y()) for v in geometry.vertices()], dtype=np.float64)
         pixels = map_to_pixel(geotransform, xy)
-        is_point = geometry.type() == QgsWkbTypes.PointGeometry
+        is_point = geometry.type() == QgsWkbTypes.GeometryType.PointGeometry
         if not positive:
             if not is_point:
                 raise GeosamError(
@@ -493,5 +499,5 @@ def output_fields(prompt_fields: QgsFields) -> QgsFields:
             copied.setName(f"src_{copied.name()}")
         fields.append(copied)
     for name in OUTPUT_FIELDS:
-        fields.append(QgsField(name, QVariant.Double))
+        fields.append(double_field(name))
     return fields
