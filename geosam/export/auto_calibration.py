@@ -27,6 +27,7 @@ edges they are slivers of parcels that lie in the next tile).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import Sequence
@@ -51,7 +52,6 @@ from geosam.runtime.auto import (
     MaskMerger,
     TileWindow,
     Tiling,
-    window_masks,
 )
 from geosam.runtime.masks import AutoMask
 from geosam.runtime.model import DECODER, ENCODER, open_session
@@ -78,10 +78,14 @@ class ValTile:
     truth_ids: np.ndarray
     area_m2: float
 
+    @functools.cached_property
+    def ranks(self) -> np.ndarray:
+        """(candidates, 2) predicted IoU and stability, over all windows in order."""
+        return np.array([m.rank for _, masks in self.windows for m in masks]).reshape(-1, 2)
+
     def kept(self, pred_iou: float, stability: float) -> np.ndarray:
         """Which candidates, over all windows in order, pass the pair."""
-        ranks = np.array([m.rank for _, masks in self.windows for m in masks]).reshape(-1, 2)
-        return (ranks[:, 0] >= pred_iou) & (ranks[:, 1] >= stability)
+        return (self.ranks[:, 0] >= pred_iou) & (self.ranks[:, 1] >= stability)
 
 
 @dataclass(frozen=True)
@@ -141,12 +145,7 @@ def decode_tile(
     )
     with WindowReader(chip, chip_manifest(model.manifest)) as reader:
         segmenter = AutoSegmenter(model, reader, params, min_area_m2, min_hole_m2=min_area_m2)
-        windows = []
-        for tile in segmenter.tiling.windows():
-            embedding = model.encode(reader.read(tile.window))
-            valid = reader.valid(tile.window)
-            masks, _ = window_masks(model, embedding, tile, segmenter.params, valid)
-            windows.append((tile, masks))
+        windows = [(tile, segmenter.candidates(tile)) for tile in segmenter.tiling.windows()]
         width, height = reader.size
         pixel = reader.pixel_size_m(width / 2, height / 2)
     sx, sy = segmenter.tiling.scale

@@ -701,16 +701,22 @@ class AutoSegmenter:
         for done, tile in enumerate(self.tiling.windows()):
             if cancelled is not None and cancelled():
                 return
-            embedding = self.model.encode(self.reader.read(tile.window))
-            self.encoded += 1
-            valid = self.reader.valid(tile.window)
             found = merger.found(tile) if self.params.skip_found else None
-            masks, decoded = window_masks(
-                self.model, embedding, tile, self.params, valid, self.dropped, found
-            )
-            self.prompts += decoded
-            yield from merger.add(tile, masks)
+            yield from merger.add(tile, self.candidates(tile, found))
             if progress is not None:
                 progress(done + 1, len(self.tiling))
         yield from merger.flush()
         self.dropped.update(merger.dropped)
+
+    def candidates(self, tile: TileWindow, found: np.ndarray | None = None) -> list[AutoMask]:
+        """``tile`` read, encoded and prompted with its point grid: the masks that pass the
+        filters (:func:`window_masks`; ``found``: pixels of parcels earlier windows found),
+        before duplicates and joins, which are :class:`MaskMerger`'s."""
+        embedding = self.model.encode(self.reader.read(tile.window))
+        self.encoded += 1
+        valid = self.reader.valid(tile.window)
+        masks, decoded = window_masks(
+            self.model, embedding, tile, self.params, valid, self.dropped, found
+        )
+        self.prompts += decoded
+        return masks
