@@ -53,12 +53,20 @@ $(QGIS_VENV)/.deps-installed:
 	$(QGIS_VENV)/bin/pip install -q $(QGIS_REQUIREMENTS)
 	touch $@
 
-# The tiny untrained model and a synthetic scene, made with the main venv (QGIS has no torch).
-# The plugin tests check geometry, CRS and attributes, not shapes, but they need masks: SEED 2
-# is an initialisation whose untrained masks are non-empty at every test prompt (SEED 1's are
-# empty at some, so those tests would find no parcel).
-$(QGIS_FIXTURES)/model/manifest.json: configs/tiny.yaml $(wildcard geosam/export/*.py) $(wildcard geosam/modeling/*.py) | install
-	$(BIN)/geosam export-onnx --config-file configs/tiny.yaml -o $(QGIS_FIXTURES)/model --overwrite SEED 2
+# A model tuned from the stand-in geosam ships (MODEL.CHECKPOINT standin) on another synthetic
+# scene than the tests' (seed 3), decoder only, BCE + Dice as the stand-in was pretrained, and
+# exported with its tuned automatic-mode thresholds: its masks are parcels, so the plugin tests
+# can assert shapes. Made with the main venv (QGIS has no torch).
+TUNE := $(QGIS_FIXTURES)/tune
+$(QGIS_FIXTURES)/model/manifest.json: configs/tiny.yaml geosam/weights/standin.pth $(wildcard geosam/export/*.py) $(wildcard geosam/modeling/*.py) | install
+	$(BIN)/geosam synth -o $(TUNE)/scene --size 768 --seed 3
+	$(BIN)/geosam tile $(TUNE)/scene/scene.tif --labels $(TUNE)/scene/parcels.gpkg \
+		--id-field parcel_id --tile-size 256 --overlap 32 --split-block 1 --quiet --overwrite \
+		-o $(TUNE)/tiles
+	$(BIN)/geosam train --config-file configs/tiny.yaml --quiet --overwrite \
+		MODEL.CHECKPOINT standin DATASETS.TRAIN $(TUNE)/tiles OUTPUT_DIR $(TUNE)/run \
+		LOSS.FOCAL_WEIGHT 1.0 LOSS.FOCAL_ALPHA -1.0 LOSS.FOCAL_GAMMA 0.0 SOLVER.MAX_EPOCHS 4
+	$(BIN)/geosam export-onnx --run $(TUNE)/run -o $(QGIS_FIXTURES)/model --overwrite
 
 $(QGIS_FIXTURES)/scene/scene.tif: | install
 	$(BIN)/geosam synth -o $(QGIS_FIXTURES)/scene --size 512 --seed 0

@@ -40,11 +40,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +49,9 @@ from pathlib import Path
 from typing import Any
 
 import bench_whole_rasters
+import build_standin
 import geopandas as gpd
+from build_standin import epochs_for, geosam
 
 from geosam.data.synthetic import make_scene
 from geosam.data.tiling import TileParams, load_manifest, tile_dataset
@@ -151,20 +150,15 @@ def split_images(stems: Sequence[str]) -> tuple[list[str], list[str]]:
     return [s for s in ordered if s not in heldout], heldout
 
 
-def geosam(*args: str) -> None:
-    """Run a geosam CLI command in a child process (the CLI's own checks and logging)."""
-    command = [sys.executable, "-m", "geosam", *args]
-    print("  $ geosam " + " ".join(args), flush=True)
-    subprocess.run(command, check=True)
-
-
 def check_settings(out: Path, args: argparse.Namespace) -> None:
     """Refuse to resume in ``out`` with other settings than it was started with: stages are
     skipped when their outputs exist, so a changed setting would silently keep old results
     (and later stages would mix them with new ones). The settings are kept in
     OUT/settings.json; a folder without one takes the current settings."""
     settings = {
-        key: str(value) for key, value in vars(args).items() if key not in ("output", "overwrite")
+        key: str(value)
+        for key, value in vars(args).items()
+        if key not in ("output", "overwrite", "pretrain")
     }
     path = out / "settings.json"
     if path.exists() and not args.overwrite:
@@ -203,11 +197,6 @@ def train(config: str, run_dir: Path, overrides: dict[str, object]) -> None:
     )
 
 
-def epochs_for(steps: int, train_tiles: int, batch: int) -> int:
-    """Epochs that make about ``steps`` optimiser steps over ``train_tiles`` chips."""
-    return max(1, round(steps / math.ceil(train_tiles / batch)))
-
-
 def tile(rasters: Sequence[Path], labels: Path, out: Path, val_fraction: float, **kw: Any) -> None:
     params = TileParams(tile_size=TILE_SIZE, overlap=OVERLAP, val_fraction=val_fraction)
     tile_dataset(
@@ -217,6 +206,30 @@ def tile(rasters: Sequence[Path], labels: Path, out: Path, val_fraction: float, 
 
 def train_tiles(dataset: Path) -> int:
     return int(load_manifest(dataset)["counts"]["train_tiles"])
+
+
+def pretrained_standin(args: argparse.Namespace, out: Path, timings: Timings) -> str:
+    """MODEL.CHECKPOINT of the stand-in: the one geosam ships when these settings are its
+    recipe, else (or with --pretrain) one pretrained here by scripts/build_standin.py into
+    OUT/standin, compared with the shipped one when the recipe is the same."""
+    recipe = build_standin.recipe_for(
+        args.synth_size, args.synth_seed, args.pretrain_steps, args.pretrain_color_jitter
+    )
+    differ = build_standin.differences(recipe)
+    if not differ and not args.pretrain:
+        print("[stand-in] the shipped one (MODEL.CHECKPOINT standin): same recipe", flush=True)
+        return "standin"
+    if differ:
+        print(f"[stand-in] settings differ from the shipped recipe ({', '.join(differ)})")
+    built = out / "standin" / f"{build_standin.NAME}.pth"
+    timings.run(
+        f"pretrain stand-in ({args.pretrain_steps} steps)",
+        not args.overwrite and built.exists(),
+        lambda: build_standin.build(recipe, out / "standin", None),
+    )
+    if not differ:
+        build_standin.compare(built, out / "standin" / "run")
+    return str(built)
 
 
 def round_trip(scene: Path, model: Path, out: Path) -> None:
@@ -379,6 +392,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--full-steps", type=int, default=1700, help="decoder + encoder")
     # val mIoU on the train images with the 4,446-step stand-in: 1e-3 0.667, 3e-4 0.660
     parser.add_argument("--full-lr", type=float, default=1e-3, help="decoder + encoder")
+    parser.add_argument(
+        "--pretrain",
+        action="store_true",
+        help="pretrain the stand-in here even where the settings are the shipped one's recipe "
+        "(and compare the two)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo every stage")
     return parser.parse_args()
 
@@ -397,26 +416,7 @@ def main() -> None:
     timings = Timings(out / "timings.json")
     t0 = time.perf_counter()
 
-    scene_dir = out / "synthetic" / f"scene-{args.synth_size}-seed{args.synth_seed}"
-    synth_tiles, naip_train, naip_heldout = (
-        out / "tiles" / n for n in ("synth", "naip-train", "naip-heldout")
-    )
-    timings.run(
-        "synthetic scene",
-        not redo and (scene_dir / "scene.tif").exists(),
-        lambda: make_scene(scene_dir, size=args.synth_size, seed=args.synth_seed),
-    )
-    timings.run(
-        "tile synthetic",
-        not redo and (synth_tiles / "manifest.json").exists(),
-        lambda: tile(
-            [scene_dir / "scene.tif"],
-            scene_dir / "parcels.gpkg",
-            synth_tiles,
-            0.2,
-            id_field="parcel_id",
-        ),
-    )
+    naip_train, naip_heldout = (out / "tiles" / n for n in ("naip-train", "naip-heldout"))
     timings.run(
         "tile NAIP train images",
         not redo and (naip_train / "manifest.json").exists(),
@@ -429,29 +429,7 @@ def main() -> None:
     )
 
     runs = out / "runs"
-    pretrain_epochs = epochs_for(args.pretrain_steps, train_tiles(synth_tiles), 4)
-    timings.run(
-        f"pretrain stand-in ({pretrain_epochs} epochs)",
-        not redo and run_finished(runs / "standin"),
-        lambda: train(
-            "tiny_pretrain.yaml",
-            runs / "standin",
-            {
-                "DATASETS.TRAIN": synth_tiles,
-                "INPUT.COLOR_JITTER": args.pretrain_color_jitter,
-                "SOLVER.MAX_EPOCHS": pretrain_epochs,
-                "TEST.EVAL_PERIOD": max(1, pretrain_epochs // 4),
-            },
-        ),
-    )
-    standin = out / "standin.pth"
-    timings.run(
-        "export stand-in",
-        not redo and standin.exists(),
-        lambda: geosam(
-            "export-checkpoint", "--run", str(runs / "standin"), "-o", str(standin), "--overwrite"
-        ),
-    )
+    standin = pretrained_standin(args, out, timings)
 
     trip_scene = out / "synthetic" / f"scene-{args.round_trip_size}-seed{args.round_trip_seed}"
     if args.round_trip_seed == args.synth_seed:
@@ -466,7 +444,8 @@ def main() -> None:
         "export stand-in to ONNX",
         not redo and (standin_onnx / "manifest.json").exists(),
         lambda: geosam(
-            "export-onnx", "--run", str(runs / "standin"), "-o", str(standin_onnx), "--overwrite"
+            *("export-onnx", "--config-file", str(CONFIGS / "tiny.yaml"), "-o", str(standin_onnx)),
+            *("--overwrite", "MODEL.CHECKPOINT", standin),
         ),
     )
     trip_dir = out / "round-trip"
@@ -581,7 +560,6 @@ def main() -> None:
         "tiles": {
             "size": TILE_SIZE,
             "overlap": OVERLAP,
-            "synthetic": load_manifest(synth_tiles)["counts"],
             "naip_train": load_manifest(naip_train)["counts"],
             "naip_heldout": load_manifest(naip_heldout)["counts"],
         },
@@ -591,7 +569,7 @@ def main() -> None:
                 "seed": args.synth_seed,
                 "resolution_m": 1.0,
             },
-            "pretrain_epochs": pretrain_epochs,
+            "pretrain_steps": args.pretrain_steps,
             "pretrain_color_jitter": args.pretrain_color_jitter,
             "finetune_epochs": args.finetune_epochs,
             "decoder_variants": [f"{loss}:{lr:g}" for loss, lr in args.decoder_variants],
@@ -603,7 +581,8 @@ def main() -> None:
         },
         "round_trip": trip,
         "whole_rasters": whole,
-        "runs": {"stand-in": str(runs / "standin"), **{k: str(v) for k, v in tuned.items()}},
+        "stand-in": standin,
+        "runs": {k: str(v) for k, v in tuned.items()},
         "timings_s": timings.stages,
         "this_invocation_s": round(time.perf_counter() - t0, 1),
         "total_stages_s": round(sum(t for t in timings.stages.values() if t), 1),

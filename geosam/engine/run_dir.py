@@ -33,6 +33,7 @@ from yacs.config import CfgNode
 
 from geosam.config import load_config
 from geosam.modeling import load_trained_weights, sha256_file
+from geosam.modeling.shipped import resolve_checkpoint
 from geosam.utils.errors import GeosamError
 from geosam.utils.publish import check_writable, publish_dir, refuse_occupied
 
@@ -84,8 +85,10 @@ def load_run(
 
 
 def base_checkpoint_sha256(cfg: CfgNode) -> str | None:
-    """sha256 of MODEL.CHECKPOINT; None for a randomly initialised (tiny) model."""
-    return sha256_file(cfg.MODEL.CHECKPOINT) if cfg.MODEL.CHECKPOINT else None
+    """sha256 of MODEL.CHECKPOINT (a path or a shipped name); None for a randomly initialised
+    (tiny) model."""
+    checkpoint = cfg.MODEL.CHECKPOINT
+    return sha256_file(resolve_checkpoint(checkpoint)) if checkpoint else None
 
 
 def build_tuned_model(base: Sam, cfg: CfgNode, weights: Path) -> Sam:

@@ -12,6 +12,7 @@ from yacs.config import CfgNode
 
 from geosam.modeling.checkpoint import load_state_dict_checked, read_sam_checkpoint
 from geosam.modeling.sam import build_sam, get_spec
+from geosam.modeling.shipped import resolve_checkpoint
 from geosam.utils.errors import GeosamError
 
 logger = logging.getLogger("geosam.modeling")
@@ -20,7 +21,8 @@ TRAINABLE_PARTS = ("mask_decoder", "prompt_encoder", "image_encoder")
 
 
 def build_model(cfg: CfgNode) -> Sam:
-    """Build MODEL.TYPE at INPUT.IMAGE_SIZE, load MODEL.CHECKPOINT, and freeze by config.
+    """Build MODEL.TYPE at INPUT.IMAGE_SIZE, load MODEL.CHECKPOINT (a path, or the name of a
+    checkpoint geosam ships: :mod:`geosam.modeling.shipped`), and freeze by config.
 
     The ViT types need their official checkpoint: fine-tuning a randomly initialised ViT-B
     would silently waste a run, so an empty MODEL.CHECKPOINT is an error for them (benchmarks
@@ -39,7 +41,9 @@ def build_model(cfg: CfgNode) -> Sam:
             "(give MODEL.CHECKPOINT /path/to/it)"
         )
     state_dict = (
-        read_sam_checkpoint(checkpoint, model_type, cfg.INPUT.IMAGE_SIZE) if checkpoint else None
+        read_sam_checkpoint(resolve_checkpoint(checkpoint), model_type, cfg.INPUT.IMAGE_SIZE)
+        if checkpoint
+        else None
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.SEED)

@@ -51,7 +51,7 @@ def _fixture(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    """The tiny SAM exported untrained (random weights: masks are noise, geometry is not)."""
+    """The tiny SAM tuned from the shipped stand-in on another scene (Makefile): masks are parcels."""
     return _fixture(FIXTURES / "model")
 
 

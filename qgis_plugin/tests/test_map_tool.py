@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import RASTER_CRS, model_variant
+from conftest import FIXTURES, RASTER_CRS, model_variant
 from osgeo import ogr, osr
 from qgis.core import (
     Qgis,
@@ -112,9 +112,20 @@ def utm_area(geometry: QgsGeometry, crs: QgsCoordinateReferenceSystem) -> float:
     return projected.area()
 
 
+def true_parcel_iou(geometry: QgsGeometry, col: float, row: float) -> float:
+    """IoU of ``geometry`` (in UTM) with the scene's true parcel under pixel (col, row)."""
+    parcels = QgsVectorLayer(f"{FIXTURES / 'scene' / 'parcels.gpkg'}|layername=parcels")
+    assert parcels.isValid() and parcels.crs() == UTM
+    at = QgsGeometry.fromPointXY(QgsPointXY(520000 + col, 5350000 - row))
+    (truth,) = (f.geometry() for f in parcels.getFeatures() if f.geometry().contains(at))
+    return geometry.intersection(truth).area() / geometry.combine(truth).area()
+
+
 def test_click_preview_accept_undo(controller, qgis_iface: QgisInterface) -> None:
     click(controller, 100.5, 120.5)
     wait_for_preview(controller)
+    # the fixture model is tuned from the shipped stand-in: a click gives the parcel
+    assert true_parcel_iou(controller.parcel.geometry, 100.5, 120.5) > 0.5
     outline = controller.outline.asGeometry()
     assert not outline.isEmpty()
     assert controller.parcel.geometry.isGeosValid()
