@@ -11,7 +11,7 @@ become) is decoded. Model and raster are opened in a task too: a ViT-H encoder t
 to load, and a uint16 raster's stretch reads a sample of it.
 
 This module imports onnxruntime (through :mod:`.runtime.segmenter`); the plugin imports it
-only after :func:`geosam_qgis.dependencies.missing_onnxruntime` said it is there.
+only after :func:`geosam_qgis.dependencies.onnxruntime_problem` said it is there.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
+from .dependencies import onnxruntime_problem
 from .dock import HELP, SegmentDock, describe_manifest
+from .installer import InstallOffer
 from .map_tool import PromptMapTool
 from .output_layer import add_parcel, new_output_layer, remove_features
 from .polygonize import Parcel, half_pixel, prompt_parcel
@@ -84,6 +86,7 @@ class SegmentController(QObject):
         self.parcel: Parcel | None = None
         self.history: list[tuple[str, list[int]]] = []
         self.task: BackgroundTask | None = None
+        self.install_offer: InstallOffer | None = None
         self.encoding: tuple[int, ...] | None = None  # the window key being encoded
         self.generation = 0
         self.outline = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
@@ -282,6 +285,11 @@ class SegmentController(QObject):
             return  # a load under way calls the newest ``then`` with the prompt as it is then
         if not folder:
             self.message("choose the model folder in the geosam panel first")
+            return
+        problem = onnxruntime_problem(folder)
+        if problem is not None:  # an onnxruntime too old for this model's ONNX files
+            self.install_offer = InstallOffer(self.iface, problem, self.refresh)
+            self.dock.status_label.setText(problem.message)
             return
         source, name, crs = layer.source(), layer.name(), layer.crs()
         provider = layer.providerType()

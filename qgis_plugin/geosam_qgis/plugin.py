@@ -2,20 +2,22 @@
 
 ``initGui`` registers only what needs no onnxruntime (the button, the Processing provider),
 so QGIS starts cleanly without it; the first press of the button checks for onnxruntime and,
-when it is missing, shows the install command instead of a traceback.
+when it is missing, offers to install it (:mod:`.installer`) instead of a traceback, and
+opens the panel once it is installed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import Qgis, QgsApplication
+from qgis.core import QgsApplication
 from qgis.gui import QgisInterface
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from .dependencies import missing_onnxruntime
+from .dependencies import deps_dir, onnxruntime_problem, use_deps
+from .installer import InstallOffer
 from .processing.provider import GeosamProvider
 
 ICON = Path(__file__).resolve().parent / "icon.svg"
@@ -32,8 +34,11 @@ class GeosamPlugin:
         self.dock = None
         self.tool = None
         self.controller = None
+        self.install_offer: InstallOffer | None = None
 
     def initGui(self) -> None:
+        if deps_dir().is_dir():  # what the Install button put there in an earlier session
+            use_deps(deps_dir())
         self.provider = GeosamProvider()
         QgsApplication.processingRegistry().addProvider(self.provider)
         self.action = QAction(QIcon(str(ICON)), "Segment parcels (geosam)", self.iface.mainWindow())
@@ -53,12 +58,14 @@ class GeosamPlugin:
 
     def open_dock(self) -> bool:
         """Create the dock, map tool and controller on first use; False if onnxruntime is
-        missing (the message bar then says how to install it)."""
+        missing (the message bar then offers to install it, and opens the dock after)."""
         if self.dock is not None:
             return True
-        message = missing_onnxruntime()
-        if message is not None:
-            self.iface.messageBar().pushMessage("geosam", message, level=Qgis.MessageLevel.Critical)
+        problem = onnxruntime_problem()
+        if problem is not None:
+            self.install_offer = InstallOffer(
+                self.iface, problem, lambda: self.action.setChecked(True)
+            )
             return False
         # Only now: these modules load onnxruntime through the bundled runtime.
         from .controller import SegmentController
