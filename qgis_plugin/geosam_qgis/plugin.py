@@ -17,6 +17,7 @@ from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
 from .dependencies import deps_dir, onnxruntime_problem, use_deps
+from .diagnostics import DiagnosticsDialog, diagnostics_text
 from .installer import InstallOffer
 from .processing.provider import GeosamProvider
 
@@ -35,6 +36,9 @@ class GeosamPlugin:
         self.tool = None
         self.controller = None
         self.install_offer: InstallOffer | None = None
+        self.finder = None
+        self.diagnostics_action: QAction | None = None
+        self.diagnostics: DiagnosticsDialog | None = None
 
     def initGui(self) -> None:
         if deps_dir().is_dir():  # what the Install button put there in an earlier session
@@ -46,6 +50,10 @@ class GeosamPlugin:
         self.action.toggled.connect(self.toggle)
         self.iface.addToolBarIcon(self.action)
         self.iface.addPluginToMenu(MENU, self.action)
+        # also in the menu: it must work where the panel cannot open (no onnxruntime)
+        self.diagnostics_action = QAction("Diagnostics", self.iface.mainWindow())
+        self.diagnostics_action.triggered.connect(self.show_diagnostics)
+        self.iface.addPluginToMenu(MENU, self.diagnostics_action)
 
     def toggle(self, on: bool) -> None:
         """Show the dock and pick the map tool, or put both away."""
@@ -70,15 +78,31 @@ class GeosamPlugin:
         # Only now: these modules load onnxruntime through the bundled runtime.
         from .controller import SegmentController
         from .dock import SegmentDock
+        from .find_in_view import FindInView
         from .map_tool import PromptMapTool
 
         canvas = self.iface.mapCanvas()
         self.dock = SegmentDock(self.iface.mainWindow())
         self.tool = PromptMapTool(canvas)
         self.controller = SegmentController(self.iface, self.dock, self.tool)
+        self.finder = FindInView(self.controller)
+        self.dock.diagnostics_button.clicked.connect(self.show_diagnostics)
         self.dock.tool_button.toggled.connect(self.use_tool)
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         return True
+
+    def show_diagnostics(self) -> DiagnosticsDialog:
+        """The Diagnostics dialog for the panel's model and cache (if the panel is open)."""
+        folder = self.dock.model_folder() if self.dock is not None else ""
+        cache = None
+        if self.controller is not None:
+            used = self.controller.cache
+            cache = (len(used), used.nbytes, used.max_bytes)
+        self.diagnostics = DiagnosticsDialog(
+            diagnostics_text(folder, cache), self.iface.mainWindow()
+        )
+        self.diagnostics.show()
+        return self.diagnostics
 
     def use_tool(self, on: bool) -> None:
         canvas = self.iface.mapCanvas()
@@ -89,6 +113,7 @@ class GeosamPlugin:
 
     def unload(self) -> None:
         if self.controller is not None:
+            self.finder.unload()
             self.controller.unload()
             self.use_tool(False)
             self.iface.removeDockWidget(self.dock)
@@ -99,4 +124,8 @@ class GeosamPlugin:
             self.iface.removePluginMenu(MENU, self.action)
             self.iface.removeToolBarIcon(self.action)
             self.action.deleteLater()
-        self.dock = self.tool = self.controller = self.provider = self.action = None
+        if self.diagnostics_action is not None:
+            self.iface.removePluginMenu(MENU, self.diagnostics_action)
+            self.diagnostics_action.deleteLater()
+        self.dock = self.tool = self.controller = self.finder = self.provider = None
+        self.action = self.diagnostics_action = None

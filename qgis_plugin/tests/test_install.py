@@ -146,7 +146,7 @@ def test_install_then_load_without_restart(
         assert sys.modules["onnxruntime"].__file__.startswith(str(deps))
         plugin.dock.raster_combo.setLayer(raster_layer)
         plugin.dock.model_widget.setFilePath(str(model_dir))
-        plugin.controller._with_segmenter(lambda: None)
+        plugin.controller.with_segmenter(lambda: None)
         wait_for(lambda: plugin.controller.model is not None)
     finally:
         plugin.unload()
