@@ -145,7 +145,7 @@ class DiagnosticsDialog(QDialog):
         self.copy_button.clicked.connect(self.copy)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
-        self.resize(720, 360)
+        self.resize(820, 440)
 
     def copy(self) -> None:
         QApplication.clipboard().setText(self.text_box.toPlainText())
