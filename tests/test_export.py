@@ -24,6 +24,7 @@ from geosam.data.tiling import TileParams, tile_dataset
 from geosam.engine.launch import launch_training
 from geosam.engine.run_dir import build_tuned_model, load_run
 from geosam.export import DECODER, ENCODER, INT8, MANIFEST, export_onnx, read_metadata_props
+from geosam.export.metadata import runtime_fields
 from geosam.export.onnx_export import SamOnnxDecoder
 from geosam.export.parity import (
     MAX_ABS_DIFF,
@@ -34,6 +35,7 @@ from geosam.export.parity import (
     torch_decode,
 )
 from geosam.modeling import build_model, sha256_file
+from geosam.utils.errors import GeosamError
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
 ONNX_FILES = {ENCODER, DECODER, INT8[ENCODER], INT8[DECODER]}
@@ -113,6 +115,9 @@ def test_model_directory(exported: tuple[Path, str, dict], run: Path) -> None:
     assert manifest["input_size"] == 256
     assert manifest["embedding_shape"] == [1, 64, 16, 16]
     assert manifest["opset"] == 17
+    # torch's exporter stamps IR 8 at opset 17: onnxruntime 1.12 is the first to read both
+    assert manifest["onnx_ir_version"] == 8
+    assert manifest["min_onnxruntime"] == "1.12"
     assert manifest["weights_sha256"] == sha256_file(run / "model_best.pth")
     assert manifest["base_checkpoint_sha256"] is None
     tiles = json.loads((run.parent / "tiles" / MANIFEST).read_text())
@@ -291,6 +296,7 @@ def test_overwrite_replaces(exported: tuple[Path, str, dict], tmp_path: Path) ->
         (["--config-file", "{tmp}/missing.yaml"], "does not exist"),
         ([], "give either --run"),
         (["--config-file", CONFIG, "--opset", "11"], "--opset 11 is too old"),
+        (["--config-file", CONFIG, "--opset", "99"], "--opset 99 is newer than"),
         (["--config-file", CONFIG, "DATASETS.TRAIN", "{tmp}/gone"], "is gone"),
         (["--config-file", CONFIG, "-o", "{existing}"], "pass --overwrite"),
     ],
@@ -308,3 +314,19 @@ def test_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     assert len(stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
     assert [p.name for p in existing.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize(
+    ("ir_version", "opset", "minimum"),
+    [(8, 17, "1.12"), (7, 17, "1.12"), (10, 17, "1.18"), (9, 21, "1.18"), (8, 12, "1.10")],
+)
+def test_min_onnxruntime_follows_ir_and_opset(ir_version: int, opset: int, minimum: str) -> None:
+    """The later of the IR version's and the opset's first onnxruntime, compared as versions
+    (1.10 is after 1.9)."""
+    fields = runtime_fields(ir_version, opset)
+    assert fields == {"onnx_ir_version": ir_version, "min_onnxruntime": minimum}
+
+
+def test_min_onnxruntime_unknown_ir_refused() -> None:
+    with pytest.raises(GeosamError, match="ONNX IR version 99 is not in geosam's onnxruntime"):
+        runtime_fields(99, 17)

@@ -121,6 +121,49 @@ def model_fields(
     }
 
 
+# The first onnxruntime release that reads each ONNX IR version and implements each opset of
+# the default domain, from onnxruntime's compatibility table ("ONNX opset support",
+# https://onnxruntime.ai/docs/reference/compatibility.html): an older one refuses the file
+# ("Unsupported model IR version") or the opset, the failure users of other QGIS SAM plugins
+# meet with an old onnxruntime and a new export. Entries start where geosam's exports can be
+# (MIN_OPSET 12, torch's exporter writing IR 7+); a newer IR or opset than the table knows
+# raises, so the table is extended rather than a wrong minimum written.
+ONNXRUNTIME_FOR_IR = {7: "1.3", 8: "1.10", 9: "1.15", 10: "1.18", 11: "1.23"}
+ONNXRUNTIME_FOR_OPSET = {
+    12: "1.3",
+    13: "1.6",
+    14: "1.8",
+    15: "1.9",
+    16: "1.11",
+    17: "1.12",
+    18: "1.14",
+    19: "1.15",
+    20: "1.17",
+    21: "1.18",
+    22: "1.21",
+    23: "1.23",
+}
+
+
+def runtime_fields(ir_version: int, opset: int) -> dict[str, Any]:
+    """``onnx_ir_version`` and ``min_onnxruntime``, the oldest onnxruntime that reads files of
+    that IR version and opset: the QGIS plugin offers to install it when QGIS's is older."""
+    needed = []
+    for value, table, what in (
+        (ir_version, ONNXRUNTIME_FOR_IR, "IR version"),
+        (opset, ONNXRUNTIME_FOR_OPSET, "opset"),
+    ):
+        if value not in table:
+            raise GeosamError(
+                f"ONNX {what} {value} is not in geosam's onnxruntime table (geosam/export/"
+                f"metadata.py knows {min(table)}-{max(table)}): export with --opset "
+                f"{max(ONNXRUNTIME_FOR_OPSET)} or lower, or extend the table"
+            )
+        needed.append(table[value])
+    minimum = max(needed, key=lambda version: tuple(int(part) for part in version.split(".")))
+    return {"onnx_ir_version": ir_version, "min_onnxruntime": minimum}
+
+
 def to_metadata_props(fields: Mapping[str, Any]) -> dict[str, str]:
     """``fields`` as ONNX metadata_props: each value JSON-encoded (props are strings)."""
     return {key: json.dumps(value) for key, value in fields.items()}

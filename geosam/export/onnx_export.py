@@ -299,6 +299,12 @@ def export_graphs(
     return names, parity
 
 
+def ir_version(raw: Path, names: Sequence[str]) -> int:
+    """The highest ONNX IR version of the exported graphs (the exporter and the quantizer
+    each stamp their own), which the oldest onnxruntime that can read them follows from."""
+    return max(onnx.load(str(raw / name), load_external_data=False).ir_version for name in names)
+
+
 def write_model_dir(
     model_dir: Path, raw: Path, names: Sequence[str], fields: dict[str, Any], external_data: bool
 ) -> dict[str, Any]:
@@ -344,6 +350,13 @@ def export_onnx(
     """
     if opset < MIN_OPSET:
         raise GeosamError(f"--opset {opset} is too old: SAM's ONNX export needs {MIN_OPSET}+")
+    newest = max(metadata.ONNXRUNTIME_FOR_OPSET)
+    if opset > newest:
+        raise GeosamError(
+            f"--opset {opset} is newer than geosam's onnxruntime table (up to {newest}): the "
+            "manifest could not say which onnxruntime reads the model; give --opset "
+            f"{newest} or lower"
+        )
     refuse_occupied(output, overwrite, what="-o")
     dataset = metadata.dataset_fields(cfg.DATASETS.TRAIN)
     model = build_model(cfg)
@@ -366,6 +379,7 @@ def export_onnx(
             weights_sha256=sha256_file(weights) if weights is not None else None,
             parity=parity,
         )
+        fields.update(metadata.runtime_fields(ir_version(raw, names), opset))
         if weights is not None and calibrate:
             thresholds = calibrate_export(cfg, raw, fields)
             if thresholds is not None:

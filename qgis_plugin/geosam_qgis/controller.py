@@ -11,7 +11,7 @@ become) is decoded. Model and raster are opened in a task too: a ViT-H encoder t
 to load, and a uint16 raster's stretch reads a sample of it.
 
 This module imports onnxruntime (through :mod:`.runtime.segmenter`); the plugin imports it
-only after :func:`geosam_qgis.dependencies.missing_onnxruntime` said it is there.
+only after :func:`geosam_qgis.dependencies.onnxruntime_problem` said it is there.
 """
 
 from __future__ import annotations
@@ -29,14 +29,16 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
+    QgsVectorLayer,
     QgsWkbTypes,
 )
 from qgis.gui import QgisInterface, QgsRubberBand
-from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 from qgis.PyQt.QtGui import QColor
 
+from .dependencies import onnxruntime_problem
 from .dock import HELP, SegmentDock, describe_manifest
+from .installer import InstallOffer
 from .map_tool import PromptMapTool
 from .output_layer import add_parcel, new_output_layer, remove_features
 from .polygonize import Parcel, half_pixel, prompt_parcel
@@ -47,7 +49,7 @@ from .runtime.model import Embedding, SamModel
 from .runtime.prompts import Prompt
 from .runtime.segmenter import CACHE_BYTES, PromptSegmenter
 from .runtime.windows import Window, map_to_pixel
-from .tasks import BackgroundTask
+from .tasks import BackgroundTask, running
 
 OUTLINE_COLOUR = QColor(0, 229, 255)
 INSIDE_COLOUR = QColor(46, 204, 64)
@@ -84,6 +86,7 @@ class SegmentController(QObject):
         self.parcel: Parcel | None = None
         self.history: list[tuple[str, list[int]]] = []
         self.task: BackgroundTask | None = None
+        self.install_offer: InstallOffer | None = None
         self.encoding: tuple[int, ...] | None = None  # the window key being encoded
         self.generation = 0
         self.outline = QgsRubberBand(self.canvas, QgsWkbTypes.GeometryType.PolygonGeometry)
@@ -174,11 +177,8 @@ class SegmentController(QObject):
                 "no outline to accept: click inside a parcel first", Qgis.MessageLevel.Info
             )
             return
-        layer = self.dock.output_layer()
         try:
-            if layer is None:
-                layer = new_output_layer(QgsProject.instance().crs())
-                self.dock.output_combo.setLayer(layer)
+            layer = self.target_layer()
             ids = add_parcel(
                 layer, self.parcel.geometry, self.segmenter.reader.crs, self.parcel.score
             )
@@ -188,6 +188,15 @@ class SegmentController(QObject):
         self.history.append((layer.id(), ids))
         self.dock.status_label.setText(f"parcel added to {layer.name()}. {HELP}")
         self.clear()
+
+    def target_layer(self) -> QgsVectorLayer:
+        """The dock's output layer; when it says "new", a temporary layer in the project's CRS,
+        created now and chosen in the dock."""
+        layer = self.dock.output_layer()
+        if layer is None:
+            layer = new_output_layer(QgsProject.instance().crs())
+            self.dock.output_combo.setLayer(layer)
+        return layer
 
     # -- segmentation ----------------------------------------------------------------------
 
@@ -204,7 +213,7 @@ class SegmentController(QObject):
                 "drag a box around it"
             )
             return
-        self._with_segmenter(self._predict)
+        self.with_segmenter(self._predict)
 
     def _predict(self) -> None:
         assert self.segmenter is not None
@@ -272,7 +281,7 @@ class SegmentController(QObject):
             self.dock.status_label.setText(f"score {parcel.score:.2f}: Enter or Accept keeps it")
         self._show(parcel)
 
-    def _with_segmenter(self, then: Callable[[], None]) -> None:
+    def with_segmenter(self, then: Callable[[], None]) -> None:
         """Call ``then`` once the dock's model and raster are open (in a task if needed)."""
         if self.segmenter is not None:
             then()
@@ -282,6 +291,11 @@ class SegmentController(QObject):
             return  # a load under way calls the newest ``then`` with the prompt as it is then
         if not folder:
             self.message("choose the model folder in the geosam panel first")
+            return
+        problem = onnxruntime_problem(folder)
+        if problem is not None:  # an onnxruntime too old for this model's ONNX files
+            self.install_offer = InstallOffer(self.iface, problem, self.refresh)
+            self.dock.status_label.setText(problem.message)
             return
         source, name, crs = layer.source(), layer.name(), layer.crs()
         provider = layer.providerType()
@@ -314,13 +328,7 @@ class SegmentController(QObject):
 
     def busy(self) -> bool:
         """Whether a model load or an encoding is running (the tests wait on it)."""
-        # The task manager deletes finished tasks; the Python wrapper outlives them.
-        return (
-            self.task is not None
-            and not sip.isdeleted(self.task)
-            and self.task.status()
-            not in (BackgroundTask.TaskStatus.Complete, BackgroundTask.TaskStatus.Terminated)
-        )
+        return running(self.task)
 
     def _cancel(self) -> None:
         if self.busy():

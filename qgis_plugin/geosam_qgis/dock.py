@@ -1,4 +1,6 @@
-"""The dock: which raster, which model, where parcels go, and the Accept/Undo/Clear buttons.
+"""The dock: which raster, which model, where parcels go, the Accept/Undo/Clear buttons,
+"Find every parcel in view" with its preview's Accept all/Accept selected/Discard, and
+Diagnostics.
 
 Widgets only; :mod:`controller` reacts to them. The model folder's manifest is shown as soon
 as the folder is chosen (read as JSON, without loading the ONNX files), so a user sees which
@@ -115,6 +117,8 @@ class SegmentDock(QgsDockWidget):
         for button in (self.accept_button, self.undo_button, self.clear_button):
             buttons.addWidget(button)
         layout.addLayout(buttons)
+        self._add_find_in_view(layout)
+        self._add_diagnostics(layout)
         self.status_label = QLabel(HELP)
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
@@ -123,6 +127,36 @@ class SegmentDock(QgsDockWidget):
         self.model_widget.fileChanged.connect(
             lambda folder: self.model_label.setText(describe_model_folder(folder))
         )
+
+    def _add_find_in_view(self, layout: QVBoxLayout) -> None:
+        """ "Find every parcel in view" and the buttons that settle its preview layer
+        (:mod:`.find_in_view`); these stay disabled while there is no preview."""
+        self.find_view_button = QPushButton("Find every parcel in view")
+        self.find_view_button.setToolTip(
+            "Automatic mode over the part of the raster the map shows, with the model's tuned "
+            "thresholds: the parcels appear in a preview layer to accept or discard"
+        )
+        layout.addWidget(self.find_view_button)
+        row = QHBoxLayout()
+        self.accept_all_button = QPushButton("Accept all")
+        self.accept_selected_button = QPushButton("Accept selected")
+        self.discard_button = QPushButton("Discard")
+        for button in self.preview_buttons():
+            button.setEnabled(False)
+            row.addWidget(button)
+        layout.addLayout(row)
+
+    def preview_buttons(self) -> tuple[QPushButton, QPushButton, QPushButton]:
+        return self.accept_all_button, self.accept_selected_button, self.discard_button
+
+    def _add_diagnostics(self, layout: QVBoxLayout) -> None:
+        """The Diagnostics button (:mod:`.diagnostics`), for bug reports."""
+        self.diagnostics_button = QPushButton("Diagnostics")
+        self.diagnostics_button.setToolTip(
+            "Versions, execution providers, the model's manifest and the geosam CLI found, "
+            "with a Copy button for a bug report"
+        )
+        layout.addWidget(self.diagnostics_button)
 
     def raster_layer(self) -> QgsRasterLayer | None:
         return self.raster_combo.currentLayer()

@@ -15,12 +15,23 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from qgis.core import Qgis, QgsMessageLog, QgsTask
+from qgis.core import Qgis, QgsFeedback, QgsMessageLog, QgsTask
+from qgis.PyQt import sip
 
 from .runtime.errors import GeosamError
 
 # The work of a task, given the task's setProgress (0-100).
 Job = Callable[[Callable[[float], None]], Any]
+
+
+def running(task: QgsTask | None) -> bool:
+    """Whether ``task`` was started and has not ended; the task manager deletes finished
+    tasks, and the Python wrapper outlives them."""
+    return (
+        task is not None
+        and not sip.isdeleted(task)
+        and task.status() not in (QgsTask.TaskStatus.Complete, QgsTask.TaskStatus.Terminated)
+    )
 
 
 class BackgroundTask(QgsTask):
@@ -62,3 +73,24 @@ class BackgroundTask(QgsTask):
                 Qgis.MessageLevel.Critical,
             )
             self.on_error(f"{self.description()} failed: {self.error!r} (details in the log)")
+
+
+class FeedbackTask(BackgroundTask):
+    """A :class:`BackgroundTask` whose job takes a QgsFeedback, as the Processing-style loops
+    (:func:`.auto_mode.segment_all`) do: the feedback's progress is the task's, and
+    cancelling the task cancels the feedback, so such a loop stops between two windows."""
+
+    def __init__(
+        self,
+        description: str,
+        job: Callable[[QgsFeedback], Any],
+        on_done: Callable[[Any], None],
+        on_error: Callable[[str], None],
+    ) -> None:
+        super().__init__(description, lambda progress: job(self.feedback), on_done, on_error)
+        self.feedback = QgsFeedback()
+        self.feedback.progressChanged.connect(self.setProgress)
+
+    def cancel(self) -> None:
+        self.feedback.cancel()
+        super().cancel()

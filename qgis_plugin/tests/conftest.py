@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsVectorLayer,
 )
+from qgis.PyQt.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = Path(os.environ.get("GEOSAM_QGIS_PLUGIN_DIR", ROOT / "build" / "qgis_plugin"))
@@ -145,3 +147,12 @@ def points_layer(
         features.append(feature)
     layer.dataProvider().addFeatures(features)
     return layer
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Spin QGIS's event loop until ``condition()`` (a task finished, its callback ran)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the plugin's task"
+        QApplication.processEvents()
+        time.sleep(0.01)

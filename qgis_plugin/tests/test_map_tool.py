@@ -8,11 +8,11 @@ the tests spin the event loop until the preview appears.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, RASTER_CRS, model_variant
+from conftest import FIXTURES, RASTER_CRS, model_variant, wait_for
 from osgeo import ogr, osr
 from qgis.core import (
     Qgis,
@@ -27,7 +27,6 @@ from qgis.core import (
 from qgis.gui import QgisInterface, QgsMapMouseEvent
 from qgis.PyQt.QtCore import QEvent, QPoint, Qt
 from qgis.PyQt.QtGui import QKeyEvent
-from qgis.PyQt.QtWidgets import QApplication
 
 PROJECT_CRS = QgsCoordinateReferenceSystem("EPSG:3857")
 UTM = QgsCoordinateReferenceSystem(RASTER_CRS)
@@ -92,14 +91,6 @@ def key(controller, code: Qt.Key) -> None:
     controller.tool.keyPressEvent(
         QKeyEvent(QEvent.Type.KeyPress, code, Qt.KeyboardModifier.NoModifier)
     )
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the plugin's task"
-        QApplication.processEvents()
-        time.sleep(0.01)
 
 
 def wait_for_preview(controller) -> None:

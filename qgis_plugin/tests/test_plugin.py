@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PLUGIN_DIR, RASTER_CRS, ROOT, points_layer
-from qgis.core import Qgis, QgsApplication, QgsProcessingException
+from qgis.core import QgsApplication, QgsProcessingException
 from qgis.gui import QgisInterface
 
 
@@ -40,6 +40,7 @@ def test_missing_onnxruntime_names_the_install_command(
     model_dir: Path,
 ) -> None:
     import geosam_qgis
+    from geosam_qgis.dependencies import deps_dir
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now fails
     qgis_iface.messageBar().clear_messages()
@@ -48,12 +49,14 @@ def test_missing_onnxruntime_names_the_install_command(
     try:
         plugin.action.setChecked(True)
         assert not plugin.action.isChecked() and plugin.dock is None
-        (message,) = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
-        assert f'"{sys.executable}" -m pip install onnxruntime' in message
+        message = plugin.install_offer.problem.message
+        assert f"{sys.executable} -m pip install --upgrade --target {deps_dir()} onnxruntime" in (
+            message
+        )
 
         import processing
 
-        with pytest.raises(QgsProcessingException, match="-m pip install onnxruntime"):
+        with pytest.raises(QgsProcessingException, match="-m pip install --upgrade --target"):
             processing.run(
                 "geosam:segment_parcels",
                 {

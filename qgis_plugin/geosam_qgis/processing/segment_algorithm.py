@@ -287,12 +287,12 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        require_onnxruntime()
+        model_dir = self.parameterAsFile(parameters, self.MODEL, context)
+        require_onnxruntime(model_dir)
         # Only now that onnxruntime is known to import: the provider must load without it.
         from ..runtime.model import SamModel
 
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        model_dir = self.parameterAsFile(parameters, self.MODEL, context)
         automatic = self.parameterAsBool(parameters, self.AUTO, context)
         source = self.parameterAsSource(parameters, self.PROMPTS, context)
         if source is None and not automatic:
