@@ -162,9 +162,12 @@ def export(run_dir: Path, out: Path) -> Path:
     return checkpoint
 
 
-def val_metrics(run_dir: Path) -> dict[str, float]:
-    """The final synthetic val metrics of a run (metrics.json's "final")."""
-    return json.loads((run_dir / "metrics.json").read_text())["final"]
+def val_metrics(run_dir: Path) -> dict[str, Any]:
+    """The synthetic val evaluation of a run's best weights, the ones export-checkpoint
+    exports (metrics.json's "best" epoch, all its metrics)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    best = metrics["best"]["iteration"]
+    return next(e for e in metrics["evaluations"] if e["iteration"] == best)
 
 
 def install(recipe: dict[str, Any], checkpoint: Path, run_dir: Path) -> None:
