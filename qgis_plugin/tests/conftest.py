@@ -53,7 +53,8 @@ def _fixture(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    """The tiny SAM tuned from the shipped stand-in on another scene (Makefile): masks are parcels."""
+    """The tiny SAM tuned from the shipped stand-in on another scene (Makefile): its masks
+    are parcels."""
     return _fixture(FIXTURES / "model")
 
 

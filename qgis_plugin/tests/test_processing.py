@@ -8,6 +8,7 @@ with one QgsProcessingException naming what is wrong.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -180,8 +181,8 @@ def test_automatic_mode(
 def test_automatic_mode_uses_the_model_thresholds(
     provider: None, model_dir: Path, scene: Path, tmp_path: Path
 ) -> None:
-    """Thresholds left empty are the model's tuned ones (here the open filters, which keep
-    the untrained model's speckle), else SAM's (which keep none of it); given ones win."""
+    """Thresholds left empty are the model's tuned ones (the fixture's own, or here the open
+    filters), else SAM's where the manifest has none; given ones win."""
     import processing
     from geosam_qgis.dock import describe_manifest
 
@@ -189,16 +190,25 @@ def test_automatic_mode_uses_the_model_thresholds(
     gdal.Translate(str(window), str(scene), srcWin=[64, 64, 256, 256])
     opened = {"pred_iou_thresh": 0.0, "stability_thresh": 0.0}
     tuned = model_variant(model_dir, tmp_path / "tuned", {"auto_thresholds": opened})
+    untuned = model_variant(model_dir, tmp_path / "untuned")
+    fields = json.loads((untuned / "manifest.json").read_text())
+    own = fields.pop("auto_thresholds")
+    (untuned / "manifest.json").write_text(json.dumps(fields))
     base = {"INPUT": str(window), "AUTO": True, "MIN_AREA": 0.0, "POINTS_PER_SIDE": 4}
 
     def count(model: Path, **thresholds: float) -> int:
         parameters = {**base, "MODEL": str(model), **thresholds, "OUTPUT": "memory:"}
         return processing.run(ALGORITHM, parameters)["OUTPUT"].featureCount()
 
-    found = count(model_dir, PRED_IOU_THRESH=0.0, STABILITY_THRESH=0.0)
+    found = count(untuned, PRED_IOU_THRESH=0.0, STABILITY_THRESH=0.0)
     assert count(tuned) == found > 0
-    assert count(model_dir) == count(model_dir, PRED_IOU_THRESH=0.88, STABILITY_THRESH=0.95)
+    assert count(untuned) == count(untuned, PRED_IOU_THRESH=0.88, STABILITY_THRESH=0.95)
     assert count(tuned, PRED_IOU_THRESH=0.88, STABILITY_THRESH=0.95) < found
+    assert count(model_dir) == count(
+        model_dir,
+        PRED_IOU_THRESH=own["pred_iou_thresh"],
+        STABILITY_THRESH=own["stability_thresh"],
+    )
     described = describe_manifest({"auto_thresholds": opened})
     assert "tuned on its val split: predicted IoU 0, stability 0" in described
     assert "no tuned thresholds" in describe_manifest({})
