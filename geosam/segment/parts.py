@@ -46,16 +46,17 @@ class Parts:
                 )
             shutil.rmtree(self.folder)
 
-    def open(self) -> set[str]:
-        """Create the folder (if new) and return the keys of the blocks already finished."""
+    def finished(self) -> set[str]:
+        """The keys of the blocks already finished."""
+        return {path.stem for path in self.folder.glob(f"*{SUFFIX}")}
+
+    def save(self, parcels: BlockParcels) -> None:
+        """Keep one finished block (atomically: a kill leaves it whole or absent). The folder
+        is made with the first block, so a run that fails before any leaves nothing."""
         settings = self.folder / SETTINGS
         if not settings.is_file():
             with publish_file(settings) as staging:
                 staging.write_text(json.dumps(self.settings, indent=1))
-        return {path.stem for path in self.folder.glob(f"*{SUFFIX}")}
-
-    def save(self, parcels: BlockParcels) -> None:
-        """Keep one finished block (atomically: a kill leaves it whole or absent)."""
         stats = {
             "windows": parcels.windows,
             "prompts": parcels.prompts,

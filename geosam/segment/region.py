@@ -132,7 +132,7 @@ def segment_region(
         logger.info("output CRS: %s (the first raster's; --crs for another)", out_crs.name)
     parts = Parts(output, _settings(template, plan, model.manifest), options.overwrite)
     tasks = [task for raster in plan for task in raster.tasks]
-    finished = parts.open() & {task.key for task in tasks}
+    finished = parts.finished() & {task.key for task in tasks}
     results = {key: parts.load(key) for key in finished}
     if finished:
         logger.info("resuming: %d of %d blocks already finished", len(finished), len(tasks))
