@@ -674,6 +674,10 @@ def segment(
         raise GeosamError("--layer and --label-field select prompts: use them with --prompts")
     if overlapping and not auto:
         raise GeosamError("--overlapping is an --auto option: prompts give one polygon each")
+    if not auto and (workers != 1 or scheduler or overwrite):
+        raise GeosamError(
+            "--workers, --scheduler and --overwrite are --auto options: prompts run in-process"
+        )
     params = SegmentParams(
         layer=layer,
         label_field=label_field,
@@ -706,7 +710,7 @@ def segment(
             not quiet,
         )  # fmt: skip
     else:
-        result = run_segment(rasters, model_dir, prompts, output, params, progress=not quiet)
+        result = run_segment(rasters, model_dir, prompts, output, params, not quiet, skip_bad)
     click.echo(_summary(result))
     if result.renamed:
         renamed = ", ".join(f"{old} -> {new}" for old, new in result.renamed.items())

@@ -132,3 +132,11 @@ def test_parts_of_other_settings_are_refused(mosaic, model_dir: Path, tmp_path: 
     result = invoke(str(folder), *args, "--overwrite")
     assert result.exit_code == 0, result.output
     assert out.exists() and not parts.exists()
+
+
+def test_cluster_options_need_auto(mosaic, model_dir: Path, tmp_path: Path) -> None:
+    folder, _ = mosaic
+    out = tmp_path / "parcels.gpkg"
+    result = invoke(str(folder), "--model", str(model_dir), "--prompts", "p.gpkg", "-o", str(out),
+                    "--workers", "2")  # fmt: skip
+    assert result.exit_code == 2 and "--auto options" in result.stderr, result.output

@@ -40,6 +40,7 @@ from rasterio import features
 from geosam.runtime import SamModel
 from geosam.runtime.auto import AutoParams, AutoSegmenter, MaskMerger, TileWindow, Tiling
 from geosam.runtime.masks import AutoMask, GridBox, bounds, intersection
+from geosam.runtime.model import DECODER, ENCODER, MANIFEST, check_files, read_manifest
 from geosam.runtime.reasons import EMPTY
 from geosam.runtime.windows import Window
 from geosam.segment.polygons import grid_polygon
@@ -123,19 +124,34 @@ def cached_model(model_dir: str, threads: int | None, flip_tta: bool) -> SamMode
     return SamModel.load(model_dir, threads=threads, flip_tta=flip_tta)
 
 
+@functools.lru_cache(maxsize=2)
+def manifest_model(model_dir: str, flip_tta: bool) -> SamModel:
+    """The model as the client of a cluster needs it: its manifest and sizes (to read rasters
+    the way the model expects and lay out their tilings), without the ONNX sessions, which
+    only workers run (a ViT-H encoder is gigabytes the client need not hold). The files are
+    checked as :meth:`SamModel.load` checks them; a folder without a manifest (another
+    tool's export) has its sizes in the ONNX files only, and is loaded whole."""
+    folder = Path(model_dir)
+    if not (folder / MANIFEST).is_file():
+        return cached_model(model_dir, None, flip_tta)
+    manifest = read_manifest(folder / MANIFEST)
+    check_files(folder, manifest, (ENCODER, DECODER), verify_hashes=False)
+    return SamModel(None, None, manifest, folder, flip_tta)  # type: ignore[arg-type]
+
+
 @functools.lru_cache(maxsize=4)
-def cached_reader(raster: str, model_dir: str, threads: int | None, flip_tta: bool) -> WindowReader:
+def cached_reader(raster: str, model: SamModel) -> WindowReader:
     """The raster, opened and checked once per process (its stretch is sampled on opening)."""
-    return WindowReader(Path(raster), cached_model(model_dir, threads, flip_tta).manifest)
+    return WindowReader(Path(raster), model.manifest)
 
 
-def segmenter_for(task: BlockTask) -> AutoSegmenter:
-    """The raster's automatic-mode loop, as every block of it and the client build it."""
-    model = cached_model(task.model_dir, task.threads, task.flip_tta)
-    reader = cached_reader(task.raster, task.model_dir, task.threads, task.flip_tta)
+def segmenter_for(task: BlockTask, model: SamModel | None = None) -> AutoSegmenter:
+    """The raster's automatic-mode loop, as every block of it and the client build it
+    (``model``: the one to use, by default the worker's cached one)."""
+    model = model or cached_model(task.model_dir, task.threads, task.flip_tta)
     return AutoSegmenter(
         model,
-        reader,
+        cached_reader(task.raster, model),
         task.params,
         task.min_area_m2,
         task.min_score,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,9 +96,10 @@ def _results(tasks: Sequence[BlockTask], engine: Engine) -> Iterator[BlockParcel
         return
     from distributed import as_completed
 
+    run = uuid.uuid4().hex[:8]  # two runs on one cluster must not share task keys
     with dask_client(engine) as client:
         futures = client.map(
-            run_block, tasks, key=[f"geosam-block-{t.key}" for t in tasks], retries=RETRIES
+            run_block, tasks, key=[f"geosam-block-{run}-{t.key}" for t in tasks], retries=RETRIES
         )
         for future in as_completed(futures):
             yield future.result()

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import geopandas as gpd
 import numpy as np
@@ -47,6 +48,7 @@ from geosam.utils.errors import GeosamError
 from geosam.utils.vector_io import read_vector
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Attributes geosam adds to each output feature; source columns of the same name are kept as
 # src_<name>.
@@ -101,6 +103,7 @@ def segment(
     output: Path,
     params: SegmentParams = SegmentParams(),
     progress: bool = True,
+    skip_bad: bool = False,
 ) -> SegmentResult:
     """Segment the parcel under each prompt of ``prompts_path`` on ``rasters`` (files,
     folders, globs: :func:`~geosam.data.tiling.rasters.expand_raster_paths`) with the model
@@ -108,11 +111,12 @@ def segment(
     raster's), with the prompts' attributes, ``score`` (the decoder's IoU estimate),
     ``area_m2`` and ``source`` (the raster). Each prompt goes to the first raster that holds
     it whole, else to the one that holds most of it (:func:`route_prompts`); negative points
-    go to every raster."""
+    go to every raster. A raster that cannot be read stops the run, naming it, or with
+    ``skip_bad`` is a warning (:func:`open_readers`)."""
     driver, out_crs = prepare_output(output, params)
     paths = expand_raster_paths(rasters)
     model = SamModel.load(model_dir, threads=params.threads, flip_tta=params.flip_tta)
-    readers = [WindowReader(path, model.manifest) for path in paths]
+    readers = open_readers(paths, lambda path: WindowReader(path, model.manifest), skip_bad)
     frame, positive = read_prompt_frame(prompts_path, params)
     owners = route_prompts(frame, positive, readers)
     result = SegmentResult(output, prompts=int(positive.sum()), polygons=0)
@@ -147,6 +151,23 @@ def segment(
     for reason, count in result.skipped.items():
         logger.warning("%d prompts skipped: %s", count, reason)
     return result
+
+
+def open_readers(paths: Sequence[Path], open_one: Callable[[Path], T], skip_bad: bool) -> list[T]:
+    """``open_one(path)`` for each raster; one that raises GeosamError (unreadable, no CRS,
+    bands the model cannot read) stops the run, or with ``skip_bad`` is logged and left
+    out. GeosamError when none is left."""
+    opened = []
+    for path in paths:
+        try:
+            opened.append(open_one(path))
+        except GeosamError as exc:
+            if not skip_bad:
+                raise
+            logger.warning("skipped: %s", exc)
+    if not opened:
+        raise GeosamError(f"none of the {len(paths)} rasters can be read (see the warnings)")
+    return opened
 
 
 def _prompt_polygons(

@@ -33,6 +33,7 @@ import shapely
 from pyproj import CRS
 
 from geosam.data.tiling.rasters import expand_raster_paths
+from geosam.runtime import SamModel
 from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams, AutoSegmenter, choose_thresholds
 from geosam.runtime.reasons import EMPTY, describe_counts
 from geosam.segment.auto import simplified
@@ -41,12 +42,13 @@ from geosam.segment.blocks import (
     BlockTask,
     blocks,
     cached_model,
+    manifest_model,
     merge_blocks,
     segmenter_for,
 )
 from geosam.segment.dask_run import Engine, RunStats, run_blocks
 from geosam.segment.parts import Parts
-from geosam.segment.pipeline import SegmentParams, SegmentResult, prepare_output
+from geosam.segment.pipeline import SegmentParams, SegmentResult, open_readers, prepare_output
 from geosam.segment.polygons import geodesic_area, grid_to_map, write_features
 from geosam.segment.seams import merge_seams
 from geosam.utils.errors import GeosamError
@@ -122,11 +124,14 @@ def segment_region(
         "", "", (0, 0), options.block_windows, str(model_dir), auto, min_area_m2,
         min_hole_m2, params.min_score, params.window.max_upsample, threads, params.flip_tta,
     )  # fmt: skip
-    model = cached_model(template.model_dir, threads, params.flip_tta)
+    if engine.in_process:
+        model = cached_model(template.model_dir, threads, params.flip_tta)
+    else:
+        model = manifest_model(template.model_dir, params.flip_tta)
     auto, chosen = choose_thresholds(auto, model.manifest, model.manifest_source, thresholds or {})
     logger.info("%s", chosen)
     template = replace(template, params=auto)
-    plan, bad = _plan(paths, template, options.skip_bad)
+    plan = _plan(paths, template, model, options.skip_bad)
     if out_crs is None:
         out_crs = plan[0].segmenter.reader.source.crs
         logger.info("output CRS: %s (the first raster's; --crs for another)", out_crs.name)
@@ -143,7 +148,9 @@ def segment_region(
 
     todo = [task for task in tasks if task.key not in finished]
     run_blocks(todo, engine, done, RunStats(), progress)
-    result = RegionResult(output, prompts=0, polygons=0, rasters=len(plan), bad=bad)
+    result = RegionResult(
+        output, prompts=0, polygons=0, rasters=len(plan), bad=len(paths) - len(plan)
+    )
     frame = _collect(plan, results, out_crs, result, params, auto.coverage)
     frame["area_m2"] = geodesic_area(frame.geometry.to_numpy(), frame.crs)
     result.renamed = write_features(
@@ -155,27 +162,23 @@ def segment_region(
     return result
 
 
-def _plan(paths: Sequence[Path], template: BlockTask, skip_bad: bool) -> tuple[list[_Raster], int]:
-    """Each raster opened and checked, with its blocks as tasks; and how many were skipped."""
-    plan, bad = [], 0
-    for index, path in enumerate(paths):
-        task = replace(template, raster=str(path))
-        try:
-            segmenter = segmenter_for(task)
-        except GeosamError as exc:
-            if not skip_bad:
-                raise
-            logger.warning("skipped: %s", exc)
-            bad += 1
-            continue
-        tasks = [
+def _plan(
+    paths: Sequence[Path], template: BlockTask, model: SamModel, skip_bad: bool
+) -> list[_Raster]:
+    """Each raster opened and checked (:func:`~geosam.segment.pipeline.open_readers`), with
+    its blocks as tasks keyed by raster and block."""
+
+    def open_one(path: Path) -> _Raster:
+        return _Raster(path, segmenter_for(replace(template, raster=str(path)), model), [])
+
+    plan = open_readers(paths, open_one, skip_bad)
+    for index, raster in enumerate(plan):
+        task = replace(template, raster=str(raster.path))
+        raster.tasks = [
             replace(task, key=f"{index:05d}-{row:04d}-{col:04d}", block=(row, col))
-            for row, col in blocks(segmenter.tiling, template.side)
+            for row, col in blocks(raster.segmenter.tiling, template.side)
         ]
-        plan.append(_Raster(path, segmenter, tasks))
-    if not plan:
-        raise GeosamError(f"none of the {len(paths)} rasters can be read (see the warnings)")
-    return plan, bad
+    return plan
 
 
 def _settings(template: BlockTask, plan: Sequence[_Raster], manifest: Mapping) -> dict:
