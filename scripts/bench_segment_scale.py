@@ -40,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--small-size", type=int, default=2048, help="Smaller raster side.")
     parser.add_argument("--points-per-side", type=int, default=16)
     parser.add_argument("--block-windows", type=int, default=4)
+    parser.add_argument("--pred-iou-thresh", type=float, help="Default: the model's.")
+    parser.add_argument("--stability-thresh", type=float, help="Default: the model's.")
     parser.add_argument(
         "--vit-b-window-s",
         type=float,
@@ -68,12 +70,15 @@ def run(rasters: str, args: argparse.Namespace, workers: int, out: Path) -> dict
                "--model", str(args.model), "-o", str(out), "--workers", str(workers),
                "--points-per-side", str(args.points_per_side),
                "--block-windows", str(args.block_windows), "--overwrite"]  # fmt: skip
+    for option in ("pred_iou_thresh", "stability_thresh"):
+        if getattr(args, option) is not None:
+            command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     started = time.perf_counter()
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     found = SUMMARY.search(done.stdout)
-    if found is None:
-        raise SystemExit(f"unexpected output of geosam segment:\n{done.stdout}")
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"geosam segment failed:\n{done.stdout}{done.stderr[-2000:]}")
     peaks = [int(p) for p in found["peaks"].split(",")]
     return {
         "workers": workers,

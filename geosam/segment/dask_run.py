@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
@@ -55,38 +55,24 @@ class Engine:
         return self.scheduler is None and self.workers == 1
 
 
-@dataclass
-class RunStats:
-    """Totals of the blocks of a run, and the peak memory of each process that ran some."""
-
-    windows: int = 0
-    parcels: int = 0
-    peaks: dict[str, int] = field(default_factory=dict)
-
-    def add(self, parcels: BlockParcels) -> None:
-        self.windows += parcels.windows
-        self.parcels += len(parcels.rows)
-        self.peaks[parcels.worker] = max(self.peaks.get(parcels.worker, 0), parcels.peak_rss)
-
-
 def run_blocks(
     tasks: Sequence[BlockTask],
     engine: Engine,
     done: Callable[[BlockParcels], None],
-    stats: RunStats,
     progress: bool = True,
 ) -> None:
     """Run ``tasks`` on ``engine``, handing each finished block to ``done`` as it arrives,
-    with one progress bar over blocks (windows per second, parcels so far)."""
+    with one progress bar over blocks (windows per second, parcels so far, tqdm's ETA)."""
     started = time.perf_counter()
+    windows = parcels = 0
     with tqdm(
         total=len(tasks), desc="segment", unit="block", disable=not progress, dynamic_ncols=True
     ) as bar:
-        for parcels in _results(tasks, engine):
-            done(parcels)
-            stats.add(parcels)
-            rate = stats.windows / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix_str(f"{rate:.2f} windows/s, {stats.parcels} parcels", refresh=False)
+        for block in _results(tasks, engine):
+            done(block)
+            windows, parcels = windows + block.windows, parcels + len(block.rows)
+            rate = windows / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix_str(f"{rate:.2f} windows/s, {parcels} parcels", refresh=False)
             bar.update()
 
 

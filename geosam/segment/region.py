@@ -32,10 +32,11 @@ import pandas as pd
 import shapely
 from pyproj import CRS
 
-from geosam.data.tiling.rasters import expand_raster_paths
+from geosam.data.tiling.rasters import RasterSource, expand_raster_paths
 from geosam.runtime import SamModel
-from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams, AutoSegmenter, choose_thresholds
+from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams, Tiling, choose_thresholds
 from geosam.runtime.reasons import EMPTY, describe_counts
+from geosam.runtime.windows import GeoTransform
 from geosam.segment.auto import simplified
 from geosam.segment.blocks import (
     BlockParcels,
@@ -46,7 +47,7 @@ from geosam.segment.blocks import (
     merge_blocks,
     segmenter_for,
 )
-from geosam.segment.dask_run import Engine, RunStats, run_blocks
+from geosam.segment.dask_run import Engine, run_blocks
 from geosam.segment.parts import Parts
 from geosam.segment.pipeline import SegmentParams, SegmentResult, open_readers, prepare_output
 from geosam.segment.polygons import geodesic_area, grid_to_map, write_features
@@ -87,8 +88,14 @@ class RegionResult(SegmentResult):
 
 @dataclass
 class _Raster:
+    """What the client keeps of a raster: its description and tiling, not an open file (a
+    region may have more rasters than a process may open)."""
+
     path: Path
-    segmenter: AutoSegmenter
+    source: RasterSource
+    tiling: Tiling
+    params: AutoParams
+    grid_transform: GeoTransform
     tasks: list[BlockTask]
 
 
@@ -133,7 +140,7 @@ def segment_region(
     template = replace(template, params=auto)
     plan = _plan(paths, template, model, options.skip_bad)
     if out_crs is None:
-        out_crs = plan[0].segmenter.reader.source.crs
+        out_crs = plan[0].source.crs
         logger.info("output CRS: %s (the first raster's; --crs for another)", out_crs.name)
     parts = Parts(output, _settings(template, plan, model.manifest), options.overwrite)
     tasks = [task for raster in plan for task in raster.tasks]
@@ -147,7 +154,7 @@ def segment_region(
         results[parcels.key] = parcels
 
     todo = [task for task in tasks if task.key not in finished]
-    run_blocks(todo, engine, done, RunStats(), progress)
+    run_blocks(todo, engine, done, progress)
     result = RegionResult(
         output, prompts=0, polygons=0, rasters=len(plan), bad=len(paths) - len(plan)
     )
@@ -169,14 +176,22 @@ def _plan(
     its blocks as tasks keyed by raster and block."""
 
     def open_one(path: Path) -> _Raster:
-        return _Raster(path, segmenter_for(replace(template, raster=str(path)), model), [])
+        segmenter = segmenter_for(replace(template, raster=str(path)), model)
+        return _Raster(
+            path,
+            segmenter.reader.source,
+            segmenter.tiling,
+            segmenter.params,
+            segmenter.grid_transform,
+            [],
+        )
 
     plan = open_readers(paths, open_one, skip_bad)
     for index, raster in enumerate(plan):
         task = replace(template, raster=str(raster.path))
         raster.tasks = [
             replace(task, key=f"{index:05d}-{row:04d}-{col:04d}", block=(row, col))
-            for row, col in blocks(raster.segmenter.tiling, template.side)
+            for row, col in blocks(raster.tiling, template.side)
         ]
     return plan
 
@@ -201,7 +216,6 @@ def _collect(
     simplified as one coverage; totals counted into ``result``."""
     frames, footprints, tolerance = [], {}, 0.0
     for raster in plan:
-        segmenter = raster.segmenter
         done = [results[task.key] for task in raster.tasks]
         for parcels in done:
             result.encoded += parcels.windows
@@ -212,12 +226,12 @@ def _collect(
             )
         by_block = {task.block: parcels for task, parcels in zip(raster.tasks, done, strict=True)}
         found = merge_blocks(
-            segmenter.tiling, raster.tasks[0].side, segmenter.params, by_block, result.skipped
+            raster.tiling, raster.tasks[0].side, raster.params, by_block, result.skipped
         )
-        source = segmenter.reader.source
+        source = raster.source
         frame = gpd.GeoDataFrame(
             {"score": [p[1] for p in found], "stability": [p[2] for p in found]},
-            geometry=[grid_to_map(p[0], segmenter.grid_transform) for p in found],
+            geometry=[grid_to_map(p[0], raster.grid_transform) for p in found],
             crs=source.crs,
         )
         frame["source"] = str(raster.path)
@@ -230,7 +244,7 @@ def _collect(
         tolerance = max(tolerance, (shapely.area(footprint.iloc[0]) / pixels) ** 0.5)
         frames.append(frame.to_crs(out_crs))
     frame = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=out_crs)
-    frame = merge_seams(frame, footprints, tolerance, plan[0].segmenter.params.nms_iou, coverage)
+    frame = merge_seams(frame, footprints, tolerance, plan[0].params.nms_iou, coverage)
     frame = frame.set_geometry(simplified(list(frame.geometry), params.simplify, coverage))
     empty = frame.geometry.is_empty.to_numpy()
     result.skipped[EMPTY] += int(empty.sum())
