@@ -8,8 +8,9 @@ so the figures include starting the cluster and loading the model, as a user's r
 Printed: km²/hour, parcels/s and the speed-up of 2 workers over 1; the peak memory of each
 worker, also for a mosaic of ``--small-size`` rasters, to show that it follows the window
 and block size, not the raster's; and the same run projected for ViT-B windows: the windows
-counted here times ``--vit-b-window-s`` seconds per 1024² window (encoder plus its point
-grid on this machine's CPU, measured with scripts/bench_runtime.py), per worker.
+of a 1024 px model at 1 m over the same mosaic (its tiling, as ``geosam segment`` lays it
+out) times ``--vit-b-window-s`` seconds per window (encoder plus its point grid on this
+machine's CPU, measured with scripts/bench_runtime.py), divided among the workers.
 
     python scripts/bench_segment_scale.py --model demo/model -o out/bench_scale
 """
@@ -22,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from geosam.runtime.auto import auto_tiling
 
 SUMMARY = re.compile(
     r"(?P<parcels>\d+) polygons from (?P<windows>\d+) windows.*?\n"
@@ -46,7 +49,8 @@ def parse_args() -> argparse.Namespace:
         "--vit-b-window-s",
         type=float,
         default=30.0,
-        help="Seconds per ViT-B 1024² window (encoder 9.7 s + 16² point grid 20.5 s, docs/benchmarks.md).",
+        help="Seconds per ViT-B 1024² window: encoder 9.7 s + 16² point grid 20.5 s "
+        "(docs/benchmarks.md, runtime).",
     )
     return parser.parse_args()
 
@@ -110,13 +114,13 @@ def main() -> None:
         )
     one, two = rows[0], rows[1]
     print(f"\n2 workers / 1 worker ({args.size} px): {one['seconds'] / two['seconds']:.2f}x")
-    windows_1024 = one["windows"] * (256 / 1024) ** 2 if one["windows"] else 0
+    vit_b = args.rasters * len(auto_tiling((args.size, args.size), (1.0, 1.0), 1.0, 1024))
     for workers in (1, 2):
-        hours = windows_1024 * args.vit_b_window_s / workers / 3600
+        hours = vit_b * args.vit_b_window_s / workers / 3600
         print(
-            f"ViT-B projection, {workers} worker(s): {windows_1024:.0f} windows of 1024² x "
+            f"ViT-B projection, {workers} worker(s): {vit_b} windows of 1024 m x "
             f"{args.vit_b_window_s:g} s = {hours:.2f} h for {one['km2']:.1f} km² "
-            f"({one['km2'] / max(hours, 1e-9):.1f} km²/h)"
+            f"({one['km2'] / hours:.1f} km²/h)"
         )
 
 
