@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from yacs.config import CfgNode
 
     from geosam.engine.run_dir import TunedWeights
+    from geosam.segment.pipeline import SegmentResult
 
 
 class _Group(click.Group):
@@ -509,7 +510,7 @@ def export_checkpoint(
 
 
 @cli.command()
-@click.argument("raster", type=click.Path(path_type=Path))
+@click.argument("rasters", nargs=-1, required=True)
 @click.option(
     "--model",
     "model_dir",
@@ -533,7 +534,7 @@ def export_checkpoint(
     "--output",
     required=True,
     type=click.Path(path_type=Path),
-    help="Parcel polygons to write: *.shp or *.gpkg.",
+    help="Parcel polygons to write: *.shp, *.gpkg or *.parquet (GeoParquet).",
 )
 @click.option("--layer", help="Layer of a multi-layer prompts file (e.g. a GeoPackage).")
 @click.option(
@@ -544,7 +545,7 @@ def export_checkpoint(
 @click.option(
     "--format",
     "driver",
-    type=click.Choice(["ESRI Shapefile", "GPKG"]),
+    type=click.Choice(["ESRI Shapefile", "GPKG", "Parquet"]),
     help="Output format (default: from the output's suffix).",
 )
 @click.option(
@@ -559,7 +560,9 @@ def export_checkpoint(
     type=float,
     help="Drop polygons whose predicted IoU is below this (default: keep all).",
 )
-@click.option("--crs", help="CRS of the output, e.g. EPSG:4326 (default: the raster's).")
+@click.option(
+    "--crs", help="CRS of the output, e.g. EPSG:4326 (default: the first raster's, logged)."
+)
 @click.option(
     "--all-parts",
     is_flag=True,
@@ -615,9 +618,38 @@ def export_checkpoint(
     "window, or whole in an earlier one), which would find that parcel again; --every-point "
     "decodes every point, as SAM does.",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    help="--auto: blocks run on a Dask LocalCluster of this many single-threaded worker "
+    "processes (1: in this process, no cluster).",
+)
+@click.option(
+    "--scheduler",
+    help="--auto: run the blocks on the Dask cluster at this address (tcp://host:8786) "
+    "instead; its workers need geosam and the rasters and model at the same paths or URLs.",
+)
+@click.option(
+    "--block-windows",
+    default=4,
+    show_default=True,
+    help="--auto: a unit of work is a block of N x N windows of one raster.",
+)
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    help="A raster that cannot be read (or has no CRS) is a warning and a count, not an error.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="--auto: discard the finished blocks kept beside the output by an interrupted run "
+    "with other settings (by default a rerun resumes a run of the same settings).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def segment(
-    raster: Path,
+    rasters: tuple[str, ...],
     model_dir: Path,
     prompts: Path | None,
     auto: bool,
@@ -638,14 +670,20 @@ def segment(
     overlap: float,
     overlapping: bool,
     skip_found: bool,
+    workers: int,
+    scheduler: str | None,
+    block_windows: int,
+    skip_bad: bool,
+    overwrite: bool,
     quiet: bool,
 ) -> None:
-    """Segment the parcel under each prompt on RASTER and write one polygon per prompt, with
-    the prompt's attributes, score (predicted IoU) and area_m2; or, with --auto, every parcel
-    found on RASTER, with score, stability and area_m2 (a raster with none gives an empty
-    layer and a warning)."""
-    from geosam.runtime.reasons import describe_counts
-    from geosam.segment import SegmentParams, segment_auto
+    """Segment the parcel under each prompt on RASTERS (files, folders, globs or VRTs, any
+    CRSs) and write one polygon per prompt, with the prompt's attributes, score (predicted
+    IoU), area_m2 and source (the raster); or, with --auto, every parcel found on RASTERS,
+    with score, stability, area_m2 and source (a raster with none adds nothing and is counted).
+    --auto runs in blocks of windows, on Dask with --workers or --scheduler, and resumes
+    after an interruption: finished blocks are kept beside the output until it is written."""
+    from geosam.segment import SegmentParams
     from geosam.segment import segment as run_segment
 
     if (prompts is None) == (not auto):
@@ -654,6 +692,10 @@ def segment(
         raise GeosamError("--layer and --label-field select prompts: use them with --prompts")
     if overlapping and not auto:
         raise GeosamError("--overlapping is an --auto option: prompts give one polygon each")
+    if not auto and (workers != 1 or scheduler or overwrite):
+        raise GeosamError(
+            "--workers, --scheduler and --overwrite are --auto options: prompts run in-process"
+        )
     params = SegmentParams(
         layer=layer,
         label_field=label_field,
@@ -665,6 +707,9 @@ def segment(
         flip_tta=flip_tta,
     )
     if auto:
+        from geosam.segment.dask_run import Engine
+        from geosam.segment.region import RegionOptions, segment_region
+
         given = {
             name: value
             for name, value in zip(THRESHOLDS, (pred_iou_thresh, stability_thresh), strict=True)
@@ -677,25 +722,41 @@ def segment(
             skip_found=skip_found,
             **given,
         )
-        result = segment_auto(
-            raster, model_dir, output, params, settings, min_area, not quiet, min_hole, given
-        )
-        click.echo(
-            f"{output}: {result.polygons} polygons from {result.encoded} windows, "
-            f"{result.prompts} point prompts (masks dropped: "
-            f"{describe_counts(result.skipped) or 'none'})"
-        )
+        options = RegionOptions(Engine(workers, scheduler), block_windows, skip_bad, overwrite)
+        result = segment_region(
+            rasters, model_dir, output, params, settings, min_area, min_hole, given, options,
+            not quiet,
+        )  # fmt: skip
     else:
-        result = run_segment(raster, model_dir, prompts, output, params, progress=not quiet)
-        skipped = describe_counts(result.skipped)
-        click.echo(
-            f"{output}: {result.polygons} polygons from {result.prompts} prompts"
-            + (f" (skipped: {skipped})" if skipped else "")
-            + f"; {result.encoded} windows encoded, {result.cache_hits} reused"
-        )
+        result = run_segment(rasters, model_dir, prompts, output, params, not quiet, skip_bad)
+    click.echo(_summary(result))
     if result.renamed:
         renamed = ", ".join(f"{old} -> {new}" for old, new in result.renamed.items())
         click.echo(f"Shapefile fields renamed: {renamed}")
+
+
+def _summary(result: SegmentResult) -> str:
+    """The last lines of ``geosam segment``: what was written, from what, at what cost."""
+    from geosam.runtime.reasons import describe_counts
+    from geosam.segment.region import RegionResult
+
+    skipped = describe_counts(result.skipped)
+    if not isinstance(result, RegionResult):
+        return (
+            f"{result.output}: {result.polygons} polygons from {result.prompts} prompts"
+            + (f" (skipped: {skipped})" if skipped else "")
+            + f"; {result.encoded} windows encoded, {result.cache_hits} reused"
+        )
+    peaks = ", ".join(f"{peak / 2**20:.0f}" for _, peak in sorted(result.peaks.items()))
+    return (
+        f"{result.output}: {result.polygons} polygons from {result.encoded} windows, "
+        f"{result.prompts} point prompts (masks dropped: {skipped or 'none'})\n"
+        f"{result.rasters} rasters ({result.empty} without parcels"
+        + (f", {result.bad} unreadable skipped" if result.bad else "")
+        + f"), {result.km2:.3g} km², {result.polygons} parcels in {result.seconds:.1f} s "
+        f"({result.polygons / max(result.seconds, 1e-9):.2f} parcels/s); peak memory per "
+        f"worker: {peaks or '-'} MiB"
+    )
 
 
 @cli.command("score-parcels")

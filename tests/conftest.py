@@ -191,18 +191,24 @@ def perfect_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def flat_parcels_raster(
-    path: Path, parcels: list[shapely.Polygon], origin: tuple[float, float], size: int
+    path: Path,
+    parcels: list[shapely.Polygon],
+    origin: tuple[float, float],
+    size: int,
+    crs: str = "EPSG:32633",
+    resolution: float = 1.0,
 ) -> Path:
-    """A 1 m ``size`` px RGB raster (EPSG:32633) with each parcel in a colour of its own and
-    black between them: what :func:`perfect_model` segments exactly."""
+    """A ``size`` px RGB raster (1 m in EPSG:32633 unless told) with each parcel (in
+    ``crs``) in a colour of its own and black between them: what :func:`perfect_model`
+    segments exactly."""
     from rasterio.features import rasterize
 
     colours = np.array([(40 + i, 200 - i, 7 * i % 256) for i in range(1, len(parcels) + 1)])
     labels = rasterize(
         zip(parcels, range(1, len(parcels) + 1), strict=True),
         (size, size),
-        transform=from_origin(*origin, 1.0, 1.0),
+        transform=from_origin(*origin, resolution, resolution),
     )
     data = np.zeros((3, size, size), np.uint8)
     data[:, labels > 0] = colours[labels[labels > 0] - 1].T
-    return write_raster(path, data, origin=origin)
+    return write_raster(path, data, crs=crs, origin=origin, resolution=resolution)

@@ -17,19 +17,23 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 from tqdm import tqdm
 
+from geosam.data.tiling.rasters import expand_raster_paths
 from geosam.runtime import EmbeddingCache, SamModel, WindowParams, map_to_pixel
 from geosam.runtime.prompts import Prompt
-from geosam.runtime.reasons import EMPTY, describe_counts
+from geosam.runtime.reasons import EMPTY, OUTSIDE, describe_counts
 from geosam.runtime.segmenter import CACHE_BYTES, PromptSegmenter, Skip, segment_prompts
 from geosam.segment.polygons import (
     check_writable,
@@ -44,10 +48,11 @@ from geosam.utils.errors import GeosamError
 from geosam.utils.vector_io import read_vector
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Attributes geosam adds to each output feature; source columns of the same name are kept as
 # src_<name>.
-OUTPUT_FIELDS = ("score", "area_m2")
+OUTPUT_FIELDS = ("score", "area_m2", "source")
 _POINT_TYPES = {0, 4}  # Point, MultiPoint
 _POLYGON_TYPES = {3, 6}  # Polygon, MultiPolygon
 
@@ -92,43 +97,114 @@ class SegmentResult:
 
 
 def segment(
-    raster: Path,
+    rasters: str | Path | Sequence[str | Path],
     model_dir: Path,
     prompts_path: Path,
     output: Path,
     params: SegmentParams = SegmentParams(),
     progress: bool = True,
+    skip_bad: bool = False,
 ) -> SegmentResult:
-    """Segment the parcel under each prompt of ``prompts_path`` on ``raster`` with the model
-    in ``model_dir`` and write the polygons to ``output``, with the prompts' attributes and
-    ``score`` (the decoder's IoU estimate) and ``area_m2``."""
+    """Segment the parcel under each prompt of ``prompts_path`` on ``rasters`` (files,
+    folders, globs: :func:`~geosam.data.tiling.rasters.expand_raster_paths`) with the model
+    in ``model_dir`` and write the polygons to ``output`` (in ``params.crs``, else the first
+    raster's), with the prompts' attributes, ``score`` (the decoder's IoU estimate),
+    ``area_m2`` and ``source`` (the raster). Each prompt goes to the first raster that holds
+    it whole, else to the one that holds most of it (:func:`route_prompts`); negative points
+    go to every raster. A raster that cannot be read stops the run, naming it, or with
+    ``skip_bad`` is a warning (:func:`open_readers`)."""
     driver, out_crs = prepare_output(output, params)
+    paths = expand_raster_paths(rasters)
     model = SamModel.load(model_dir, threads=params.threads, flip_tta=params.flip_tta)
-    with WindowReader(raster, model.manifest) as reader:
-        frame, prompts, negatives = read_prompts(prompts_path, params, reader)
-        result = SegmentResult(output, prompts=len(prompts), polygons=0)
-        segmenter = PromptSegmenter(
-            model, reader, EmbeddingCache(params.cache_bytes), params.window
+    readers = open_readers(paths, lambda path: WindowReader(path, model.manifest), skip_bad)
+    frame, positive = read_prompt_frame(prompts_path, params)
+    owners = route_prompts(frame, positive, readers)
+    result = SegmentResult(output, prompts=int(positive.sum()), polygons=0)
+    if not (owners >= 0).any():
+        where = readers[0].description if len(readers) == 1 else f"all {len(readers)} rasters"
+        raise GeosamError(
+            f"all {int(positive.sum())} prompts of {prompts_path} lie outside {where}: "
+            "check that they are the prompts for these rasters"
         )
-        records = run_prompts(
-            segmenter, prompts, negatives, f"prompts of {prompts_path}", params, result, progress
-        )
-    if not records:
+    if (outside := int((positive & (owners < 0)).sum())) > 0:
+        result.skipped[OUTSIDE] += outside
+    out_crs = out_crs or readers[0].source.crs
+    found = []
+    for index, reader in enumerate(readers):
+        with reader:
+            if not (owners == index).any():
+                continue
+            prompts, negatives = raster_prompts(frame, positive, owners == index, reader, params)
+            segmenter = PromptSegmenter(
+                model, reader, EmbeddingCache(params.cache_bytes), params.window
+            )
+            what = f"prompts of {prompts_path} on {reader.path}"
+            records = run_prompts(segmenter, prompts, negatives, what, params, result, progress)
+            found.append(_prompt_polygons(frame, records, reader, out_crs))
+    if not found or sum(map(len, found)) == 0:
         raise GeosamError(
             f"no prompt gave a polygon ({describe_counts(result.skipped)}): lower --min-score or "
             "check the prompts"
         )
-    rows = [row for row, _, _ in records]
+    polygons = gpd.GeoDataFrame(pd.concat(found, ignore_index=True), crs=out_crs)
+    write_polygons(polygons, output, driver, None, result)
+    for reason, count in result.skipped.items():
+        logger.warning("%d prompts skipped: %s", count, reason)
+    return result
+
+
+def open_readers(paths: Sequence[Path], open_one: Callable[[Path], T], skip_bad: bool) -> list[T]:
+    """``open_one(path)`` for each raster; one that raises GeosamError (unreadable, no CRS,
+    bands the model cannot read) stops the run, or with ``skip_bad`` is logged and left
+    out. GeosamError when none is left."""
+    opened = []
+    for path in paths:
+        try:
+            opened.append(open_one(path))
+        except GeosamError as exc:
+            if not skip_bad:
+                raise
+            logger.warning("skipped: %s", exc)
+    if not opened:
+        raise GeosamError(f"none of the {len(paths)} rasters can be read (see the warnings)")
+    return opened
+
+
+def _prompt_polygons(
+    frame: gpd.GeoDataFrame,
+    records: list[tuple[int, shapely.Geometry, float]],
+    reader: WindowReader,
+    out_crs: CRS,
+) -> gpd.GeoDataFrame:
+    """The polygons of one raster's prompts with the prompts' attributes, in ``out_crs``."""
     polygons = gpd.GeoDataFrame(
-        _attributes(frame, rows),
+        _attributes(frame, [row for row, _, _ in records]),
         geometry=[polygon for _, polygon, _ in records],
         crs=reader.source.crs,
     )
     polygons["score"] = [score for _, _, score in records]
-    write_polygons(polygons, output, driver, out_crs, result)
-    for reason, count in result.skipped.items():
-        logger.warning("%d prompts skipped: %s", count, reason)
-    return result
+    polygons["source"] = str(reader.path)
+    return polygons.to_crs(out_crs)
+
+
+def route_prompts(
+    frame: gpd.GeoDataFrame, positive: np.ndarray, readers: Sequence[WindowReader]
+) -> np.ndarray:
+    """Per feature, the index of the raster its prompt goes to, -1 for none: the first
+    raster whose footprint holds the prompt whole, else the one holding most of it (a box on
+    a seam), else none (outside every raster). Footprints are compared in each raster's CRS."""
+    owners = np.full(len(frame), -1)
+    share = np.zeros(len(frame))
+    for index, reader in enumerate(readers):
+        footprint = shapely.box(*reader.source.bounds)
+        geometries = frame.geometry.to_crs(reader.source.crs).to_numpy()
+        inside = shapely.area(shapely.intersection(shapely.envelope(geometries), footprint))
+        extent = shapely.area(shapely.envelope(geometries))
+        held = np.where(extent > 0, inside / np.where(extent > 0, extent, 1), 0.0)
+        held[extent == 0] = shapely.intersects(geometries[extent == 0], footprint)
+        better = positive & (held > share + 1e-12) & (share < 1)
+        owners[better], share[better] = index, held[better]
+    return owners
 
 
 def prepare_output(output: Path, params: SegmentParams) -> tuple[str, CRS | None]:
@@ -201,11 +277,9 @@ def run_prompts(
     return sorted(records, key=lambda record: record[0])
 
 
-def read_prompts(
-    path: Path, params: SegmentParams, reader: WindowReader
-) -> tuple[gpd.GeoDataFrame, list[Prompt], np.ndarray]:
-    """The prompt features (their attributes), the positive prompts in raster pixels, and the
-    negative points (N, 2) in raster pixels; GeosamError for a file geosam cannot use."""
+def read_prompt_frame(path: Path, params: SegmentParams) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+    """The prompt features and, per feature, whether it is a positive prompt; GeosamError for
+    a file geosam cannot use."""
     frame = read_vector(path, params.layer, "prompts")
     if frame.crs is None:
         raise GeosamError(
@@ -215,12 +289,11 @@ def read_prompts(
     if len(frame) == 0:
         raise GeosamError(f"prompts {path} hold no features")
     positive = _labels(frame, params.label_field, path)
-    geometries = frame.geometry.to_crs(reader.source.crs).to_numpy()
+    geometries = frame.geometry.to_numpy()
     types = shapely.get_type_id(geometries)
     missing = shapely.is_missing(geometries) | shapely.is_empty(geometries)
-    is_point = np.isin(types, list(_POINT_TYPES)) & ~missing
     is_polygon = np.isin(types, list(_POLYGON_TYPES)) & ~missing
-    unsupported = ~missing & ~is_point & ~is_polygon
+    unsupported = ~missing & ~np.isin(types, list(_POINT_TYPES)) & ~is_polygon
     if unsupported.any():
         kind = geometries[unsupported][0].geom_type
         raise GeosamError(
@@ -232,23 +305,36 @@ def read_prompts(
             f"prompts {path}: a polygon has {params.label_field} = 0, but only points can be "
             "negative prompts"
         )
+    if missing.any():
+        logger.warning("%d prompts of %s have no geometry and are ignored", missing.sum(), path)
+    if not (positive & ~missing).any():
+        raise GeosamError(f"prompts {path} hold no positive prompt")
+    return frame, positive & ~missing
+
+
+def raster_prompts(
+    frame: gpd.GeoDataFrame,
+    positive: np.ndarray,
+    selected: np.ndarray,
+    reader: WindowReader,
+    params: SegmentParams,
+) -> tuple[list[Prompt], np.ndarray]:
+    """The ``selected`` positive prompts in ``reader``'s pixels, and every negative point
+    (N, 2) in its pixels (the loop keeps those inside each prompt's window)."""
+    geometries = frame.geometry.to_crs(reader.source.crs).to_numpy()
     geotransform = reader.geotransform
     prompts = []
-    for row in np.flatnonzero(positive & ~missing):
+    for row in np.flatnonzero(selected):
         pixels = map_to_pixel(geotransform, shapely.get_coordinates(geometries[row]))
-        if is_point[row]:
+        if shapely.get_type_id(geometries[row]) in _POINT_TYPES:
             prompts.append(Prompt(pixels, np.ones(len(pixels)), index=int(row)))
         else:
             (x1, y1), (x2, y2) = pixels.min(axis=0), pixels.max(axis=0)
             prompts.append(Prompt(box=(x1, y1, x2, y2), index=int(row)))
+    missing = shapely.is_missing(geometries) | shapely.is_empty(geometries)
     negatives = [geometries[row] for row in np.flatnonzero(~positive & ~missing)]
     negative_pixels = map_to_pixel(geotransform, shapely.get_coordinates(negatives))
-    negative_pixels = negative_pixels.reshape(-1, 2)
-    if missing.any():
-        logger.warning("%d prompts of %s have no geometry and are ignored", missing.sum(), path)
-    if not prompts:
-        raise GeosamError(f"prompts {path} hold no positive prompt")
-    return frame, prompts, negative_pixels
+    return prompts, negative_pixels.reshape(-1, 2)
 
 
 def parse_crs(text: str) -> CRS:

@@ -8,9 +8,10 @@ make a ring self-touch, so its result is repaired and reduced to its polygonal p
 Areas are geodesic (on the CRS's own ellipsoid) for every CRS: planar areas are wrong by the
 projection's scale factor squared (about 2x in Web Mercator at 45°) and meaningless in degrees.
 
-Output is written to a hidden folder beside the target and renamed into place
-(:func:`geosam.utils.publish.publish_files`), so an interrupted run never leaves a
-half-written file; a Shapefile is several files, renamed one by
+GeoParquet (``*.parquet``) is written by geopandas (pyarrow), not GDAL, since GDAL builds
+without its Parquet driver are common. Output is written to a hidden folder beside the target
+and renamed into place (:func:`geosam.utils.publish.publish_files`), so an interrupted run
+never leaves a half-written file; a Shapefile is several files, renamed one by
 one after all of them are complete. dBASE field names hold 10 characters, so longer columns
 are shortened deterministically before GDAL truncates them into clashes.
 """
@@ -34,7 +35,7 @@ from geosam.runtime.windows import GeoTransform
 from geosam.utils.errors import GeosamError
 from geosam.utils.publish import publish_files
 
-FORMATS = {"ESRI Shapefile": ".shp", "GPKG": ".gpkg"}
+FORMATS = {"ESRI Shapefile": ".shp", "GPKG": ".gpkg", "Parquet": ".parquet"}
 SHAPEFILE_FIELD_LENGTH = 10
 # Files of a Shapefile dataset; sidecars of an older file with the same name (spatial
 # indexes) would describe the old geometries, so they are removed when it is replaced.
@@ -76,17 +77,18 @@ def grid_polygon(
     geometry = shapely.union_all([shapely.geometry.shape(shape) for shape, _ in shapes])
     if coverage:
         geometry = shapely.segmentize(geometry, 1.0)
+    return polygonal(grid_to_map(geometry, grid_transform))
+
+
+def grid_to_map(geometry: shapely.Geometry, grid_transform: GeoTransform) -> shapely.Geometry:
+    """``geometry`` in pixels of the grid ``grid_transform`` (GDAL order) mapped to map
+    coordinates: each grid vertex to the same coordinates wherever it appears."""
     t = grid_transform
-    return polygonal(
-        shapely.transform(
-            geometry,
-            lambda xy: np.column_stack(
-                [
-                    t[0] + xy[:, 0] * t[1] + xy[:, 1] * t[2],
-                    t[3] + xy[:, 0] * t[4] + xy[:, 1] * t[5],
-                ]
-            ),
-        )
+    return shapely.transform(
+        geometry,
+        lambda xy: np.column_stack(
+            [t[0] + xy[:, 0] * t[1] + xy[:, 1] * t[2], t[3] + xy[:, 0] * t[4] + xy[:, 1] * t[5]]
+        ),
     )
 
 
@@ -152,7 +154,10 @@ def output_format(path: Path, driver: str | None) -> str:
     match it, since QGIS and GDAL pick the reader by suffix."""
     by_suffix = {suffix: name for name, suffix in FORMATS.items()}
     if driver is None and path.suffix.lower() not in by_suffix:
-        raise GeosamError(f"output {path}: name it *.shp (ESRI Shapefile) or *.gpkg (GPKG)")
+        raise GeosamError(
+            f"output {path}: name it *.shp (ESRI Shapefile), *.gpkg (GPKG) or *.parquet "
+            "(GeoParquet)"
+        )
     driver = driver or by_suffix[path.suffix.lower()]
     if FORMATS[driver] != path.suffix.lower():
         raise GeosamError(
@@ -184,8 +189,11 @@ def write_features(frame: gpd.GeoDataFrame, path: Path, driver: str) -> dict[str
     try:
         with publish_files(path.parent) as staging:
             staged = staging / path.name
-            options = {"geometry_type": "MultiPolygon"} if frame.empty else {}
-            frame.to_file(staged, driver=driver, layer=path.stem, engine="pyogrio", **options)
+            if driver == "Parquet":
+                frame.to_parquet(staged)
+            else:
+                options = {"geometry_type": "MultiPolygon"} if frame.empty else {}
+                frame.to_file(staged, driver=driver, layer=path.stem, engine="pyogrio", **options)
             if driver == "ESRI Shapefile":
                 for suffix in SHAPEFILE_PARTS:
                     if not staged.with_suffix(suffix).exists():

@@ -67,11 +67,13 @@ class RasterSource:
         return record
 
 
-def expand_raster_paths(inputs: Sequence[str]) -> list[Path]:
-    """Turn files, folders and glob patterns into a sorted, de-duplicated list of rasters."""
+def expand_raster_paths(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Turn files, folders and glob patterns (one, or a sequence) into a sorted,
+    de-duplicated list of rasters."""
     found: list[Path] = []
-    for item in inputs:
+    for item in [inputs] if isinstance(inputs, str | Path) else inputs:
         path = Path(item)
+        item = str(item)
         if path.is_dir():
             matches = [p for p in sorted(path.iterdir()) if p.suffix.lower() in RASTER_SUFFIXES]
             if not matches:

@@ -1,0 +1,128 @@
+"""Whole regions on Dask: ``geosam segment --auto`` with 1 and 2 workers, side by side.
+
+A synthetic mosaic of ``--rasters`` scenes of ``--size``² pixels at 1 m (``geosam synth``,
+one seed each) is segmented in automatic mode by the model in ``--model`` (any exported
+folder: the stand-in, ``geosam demo``'s DIR/model) with ``--workers 1`` (in-process) and
+``--workers 2`` (a LocalCluster), in turns. Each run is a fresh ``geosam segment`` process,
+so the figures include starting the cluster and loading the model, as a user's run does.
+Printed: km²/hour, parcels/s and the speed-up of 2 workers over 1; the peak memory of each
+worker, also for a mosaic of ``--small-size`` rasters, to show that it follows the window
+and block size, not the raster's; and the same run projected for ViT-B windows: the windows
+of a 1024 px model at 1 m over the same mosaic (its tiling, as ``geosam segment`` lays it
+out) times ``--vit-b-window-s`` seconds per window (encoder plus its point grid on this
+machine's CPU, measured with scripts/bench_runtime.py), divided among the workers.
+
+    python scripts/bench_segment_scale.py --model demo/model -o out/bench_scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from geosam.runtime.auto import auto_tiling
+
+SUMMARY = re.compile(
+    r"(?P<parcels>\d+) polygons from (?P<windows>\d+) windows.*?\n"
+    r"(?P<rasters>\d+) rasters .*?(?P<km2>[\d.e+]+) km².*?peak memory per worker: "
+    r"(?P<peaks>[\d, ]+) MiB",
+    re.S,
+)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="Exported model folder.")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="Work folder.")
+    parser.add_argument("--rasters", type=int, default=4, help="Rasters in the mosaic.")
+    parser.add_argument("--size", type=int, default=4096, help="Raster side in pixels.")
+    parser.add_argument("--small-size", type=int, default=2048, help="Smaller raster side.")
+    parser.add_argument("--points-per-side", type=int, default=16)
+    parser.add_argument("--block-windows", type=int, default=4)
+    parser.add_argument("--pred-iou-thresh", type=float, help="Default: the model's.")
+    parser.add_argument("--stability-thresh", type=float, help="Default: the model's.")
+    parser.add_argument(
+        "--vit-b-window-s",
+        type=float,
+        default=30.0,
+        help="Seconds per ViT-B 1024² window: encoder 9.7 s + 16² point grid 20.5 s "
+        "(docs/benchmarks.md, runtime).",
+    )
+    return parser.parse_args()
+
+
+def mosaic(folder: Path, count: int, size: int) -> Path:
+    """``count`` synthetic scenes of ``size``² px in ``folder`` (made once, then reused)."""
+    for seed in range(count):
+        scene = folder / f"scene-{seed}"
+        if not scene.exists():
+            subprocess.run(
+                [sys.executable, "-m", "geosam", "synth", "-o", str(scene), "--size", str(size),
+                 "--seed", str(100 + seed)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+    return folder
+
+
+def run(rasters: str, args: argparse.Namespace, workers: int, out: Path) -> dict:
+    """One ``geosam segment --auto`` process; its summary figures and wall seconds."""
+    command = [sys.executable, "-m", "geosam", "segment", "--quiet", rasters, "--auto",
+               "--model", str(args.model), "-o", str(out), "--workers", str(workers),
+               "--points-per-side", str(args.points_per_side),
+               "--block-windows", str(args.block_windows), "--overwrite"]  # fmt: skip
+    for option in ("pred_iou_thresh", "stability_thresh"):
+        if getattr(args, option) is not None:
+            command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
+    started = time.perf_counter()
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    found = SUMMARY.search(done.stdout)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"geosam segment failed:\n{done.stdout}{done.stderr[-2000:]}")
+    peaks = [int(p) for p in found["peaks"].split(",")]
+    return {
+        "workers": workers,
+        "seconds": seconds,
+        "parcels": int(found["parcels"]),
+        "windows": int(found["windows"]),
+        "km2": float(found["km2"]),
+        "peak_mib": max(peaks),
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in (args.size, args.small_size):
+        folder = mosaic(args.output / f"mosaic-{size}", args.rasters, size)
+        for workers in (1, 2):
+            out = args.output / f"parcels-{size}-{workers}.gpkg"
+            row = run(str(folder / "scene-*" / "*.tif"), args, workers, out)
+            rows.append({"size": size, **row})
+    print("| raster side | workers | s | km²/h | parcels/s | windows | peak MiB / worker |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['size']} | {r['workers']} | {r['seconds']:.0f} | "
+            f"{r['km2'] / r['seconds'] * 3600:.1f} | {r['parcels'] / r['seconds']:.2f} | "
+            f"{r['windows']} | {r['peak_mib']} |"
+        )
+    one, two = rows[0], rows[1]
+    print(f"\n2 workers / 1 worker ({args.size} px): {one['seconds'] / two['seconds']:.2f}x")
+    vit_b = args.rasters * len(auto_tiling((args.size, args.size), (1.0, 1.0), 1.0, 1024))
+    for workers in (1, 2):
+        hours = vit_b * args.vit_b_window_s / workers / 3600
+        print(
+            f"ViT-B projection, {workers} worker(s): {vit_b} windows of 1024 m x "
+            f"{args.vit_b_window_s:g} s = {hours:.2f} h for {one['km2']:.1f} km² "
+            f"({one['km2'] / hours:.1f} km²/h)"
+        )
+
+
+if __name__ == "__main__":
+    main()
