@@ -365,6 +365,7 @@ def export_onnx(
             base_checkpoint_sha256=base_checkpoint_sha256(cfg),
             weights_sha256=sha256_file(weights) if weights is not None else None,
             parity=parity,
+            run_dir=run_dir,
         )
         if weights is not None and calibrate:
             thresholds = calibrate_export(cfg, raw, fields)

@@ -10,7 +10,12 @@ import torch
 from segment_anything.modeling import Sam
 from yacs.config import CfgNode
 
-from geosam.modeling.checkpoint import load_state_dict_checked, read_sam_checkpoint
+from geosam.modeling.checkpoint import (
+    load_state_dict_checked,
+    load_tuned_weights,
+    read_sam_checkpoint,
+    sha256_file,
+)
 from geosam.modeling.sam import build_sam, get_spec
 from geosam.utils.errors import GeosamError
 
@@ -20,7 +25,8 @@ TRAINABLE_PARTS = ("mask_decoder", "prompt_encoder", "image_encoder")
 
 
 def build_model(cfg: CfgNode) -> Sam:
-    """Build MODEL.TYPE at INPUT.IMAGE_SIZE, load MODEL.CHECKPOINT, and freeze by config.
+    """Build MODEL.TYPE at INPUT.IMAGE_SIZE, load MODEL.CHECKPOINT (then MODEL.TUNED_WEIGHTS,
+    an earlier run's trained weights to continue from), and freeze by config.
 
     The ViT types need their official checkpoint: fine-tuning a randomly initialised ViT-B
     would silently waste a run, so an empty MODEL.CHECKPOINT is an error for them (benchmarks
@@ -48,6 +54,9 @@ def build_model(cfg: CfgNode) -> Sam:
         )
     if state_dict is not None:
         load_state_dict_checked(model, state_dict, checkpoint, complete=True)
+    if cfg.MODEL.TUNED_WEIGHTS:
+        base_sha256 = sha256_file(checkpoint) if checkpoint else None
+        load_tuned_weights(model, cfg.MODEL.TUNED_WEIGHTS, base_sha256)
     set_trainable(model, cfg.MODEL.TRAINABLE, cfg.MODEL.ENCODER_TRAINABLE_BLOCKS)
     trainable, total = count_parameters(model)
     logger.info(
