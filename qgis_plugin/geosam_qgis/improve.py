@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shlex
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from qgis.core import (
     QgsGeometry,
     QgsProject,
     QgsRasterLayer,
+    QgsSettings,
     QgsWkbTypes,
 )
 
@@ -37,6 +39,13 @@ REPORT_JSON = "improve_report.json"
 PROGRESS_PREFIX = "PROGRESS "
 # Lines of the CLI's stderr kept to explain a failure.
 ERROR_LINES = 4
+# More options of the dock's geosam improve, e.g. "--epochs 8 SOLVER.BASE_LR 1e-5".
+OPTIONS_SETTING = "geosam/improve_options"
+
+
+def dock_options() -> list[str]:
+    """The user's extra ``geosam improve`` options for the dock (:data:`OPTIONS_SETTING`)."""
+    return shlex.split(QgsSettings().value(OPTIONS_SETTING, "", type=str) or "")
 
 
 def check_parcels(

@@ -32,6 +32,7 @@ class GeosamPlugin:
         self.dock = None
         self.tool = None
         self.controller = None
+        self.improve = None
 
     def initGui(self) -> None:
         self.provider = GeosamProvider()
@@ -63,12 +64,14 @@ class GeosamPlugin:
         # Only now: these modules load onnxruntime through the bundled runtime.
         from .controller import SegmentController
         from .dock import SegmentDock
+        from .improve_action import ImproveAction
         from .map_tool import PromptMapTool
 
         canvas = self.iface.mapCanvas()
         self.dock = SegmentDock(self.iface.mainWindow())
         self.tool = PromptMapTool(canvas)
         self.controller = SegmentController(self.iface, self.dock, self.tool)
+        self.improve = ImproveAction(self.iface, self.dock)
         self.dock.tool_button.toggled.connect(self.use_tool)
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         return True
@@ -92,4 +95,5 @@ class GeosamPlugin:
             self.iface.removePluginMenu(MENU, self.action)
             self.iface.removeToolBarIcon(self.action)
             self.action.deleteLater()
-        self.dock = self.tool = self.controller = self.provider = self.action = None
+        self.dock = self.tool = self.controller = self.improve = self.provider = None
+        self.action = None

@@ -9,6 +9,7 @@ no new model folder.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
 )
 from qgis.PyQt.QtGui import QIcon
 
@@ -46,6 +48,7 @@ class ImproveModelAlgorithm(QgsProcessingAlgorithm):
     SEED = "SEED"
     EPOCHS = "EPOCHS"
     CALIBRATE = "CALIBRATE"
+    OPTIONS = "OPTIONS"
     REPORT = "REPORT"
 
     def name(self) -> str:
@@ -106,6 +109,10 @@ class ImproveModelAlgorithm(QgsProcessingAlgorithm):
                 self.CALIBRATE, "Tune automatic mode's thresholds on the held-aside parcels",
                 defaultValue=True,
             ),
+            QgsProcessingParameterString(
+                self.OPTIONS, "Training overrides (KEY VALUE ..., e.g. SOLVER.BASE_LR 1e-5)",
+                defaultValue="", optional=True,
+            ),
         ]  # fmt: skip
         for parameter in advanced:
             parameter.setFlags(
@@ -141,6 +148,7 @@ class ImproveModelAlgorithm(QgsProcessingAlgorithm):
         ]  # fmt: skip
         if not self.parameterAsBool(parameters, self.CALIBRATE, context):
             extra.append("--no-calibration")
+        extra += shlex.split(self.parameterAsString(parameters, self.OPTIONS, context) or "")
         # Processing makes OUTPUT's folder in advance; improve publishes the model there whole
         command = improve_command(
             cli, model, raster.source(), path, output, layer or None, [*extra, "--overwrite"]
