@@ -170,6 +170,15 @@ def describe_report(report: dict[str, Any]) -> str:
         after = report["after"][kind]["mIoU"]
         change = after - before["mIoU"]
         lines.append(f"{kind} prompts: mIoU {before['mIoU']:.3f} → {after:.3f} ({change:+.3f})")
+    box = report["before"].get("box"), report["after"].get("box")
+    if None not in box:
+        better = box[1]["mIoU"] > box[0]["mIoU"]
+        lines.append(
+            "The new model outlines the held-aside parcels better."
+            if better
+            else "The new model is not better on the held-aside parcels: keeping the old one "
+            "is the safe choice (more parcels or epochs may help)."
+        )
     if report.get("note"):
         lines.append(f"Note: {report['note']}")
     return "\n".join(lines)
