@@ -91,6 +91,7 @@ def test_improve_end_to_end(inputs: dict[str, Path]) -> None:
     training = output.parent / f"{output.name}.training"
     assert manifest["run_dir"] == str((training / "run").resolve())
     assert manifest["training_dataset"] == str((training / "tiles" / "train").resolve())
+    assert "auto_thresholds" not in manifest  # --no-calibration
     run_cfg = yaml.safe_load((training / "run" / CONFIG_FILE).read_text())
     assert run_cfg["MODEL"]["TUNED_WEIGHTS"] == "" and run_cfg["SOLVER"]["MAX_EPOCHS"] == 1
     assert not leftovers(inputs["root"])

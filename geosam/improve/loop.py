@@ -33,7 +33,7 @@ from geosam.config import load_config
 from geosam.data.tiling import TileParams, tile_dataset
 from geosam.engine.evaluate import evaluate
 from geosam.engine.launch import launch_training
-from geosam.engine.run_dir import FINAL_WEIGHTS, TunedWeights
+from geosam.engine.run_dir import CONFIG_FILE, FINAL_WEIGHTS, TunedWeights
 from geosam.export import export_onnx
 from geosam.improve.parcels import ParcelSplit, check_parcels, read_parcels, split_parcels
 from geosam.improve.report import improve_report, write_report
@@ -148,11 +148,14 @@ def _improve(
     )
     # calibrate automatic mode's thresholds on the held-aside tiles, the only ones not trained on
     export_cfg = load_config(
-        str(paths["run"] / "config.yaml"),
+        str(paths["run"] / CONFIG_FILE),
         ["DATASETS.VAL", str(paths["held_aside"]), "DATASETS.VAL_SPLIT", HELD_ASIDE_SPLIT],
     )
     with publish_dir(params.output) as staging:
-        export_onnx(export_cfg, staging, weights=weights.path, overwrite=True, run_dir=paths["run"])
+        export_onnx(
+            export_cfg, staging, weights=weights.path, overwrite=True, run_dir=paths["run"],
+            calibrate=params.calibrate,
+        )  # fmt: skip
         write_report(staging, report)
     progress(STAGE_START["done"], "done")
     return ImproveResult(params.output, work, report)
