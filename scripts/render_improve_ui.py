@@ -35,14 +35,18 @@ def main() -> None:
     from geosam_qgis.improve_dialog import ImproveResultDialog
 
     report = json.loads(args.report.read_text())
-    raster = QgsRasterLayer(str(args.raster), "scene")
+    raster = QgsRasterLayer(str(args.raster), args.raster.stem[:24])
     QgsProject.instance().addMapLayer(raster)
     dock = SegmentDock()
     dock.raster_combo.setLayer(raster)
     dock.model_widget.setFilePath(report["old_model"])
     dock.resize(420, 520)
     dialog = ImproveResultDialog(report)
-    dialog.resize(520, 200)
+    for widget in (dock, dialog):
+        widget.show()
+    app.processEvents()
+    dialog.resize(dialog.sizeHint())  # adjustSize caps at 2/3 of the (offscreen) screen
+    app.processEvents()
     shots = [dock.grab(), dialog.grab()]
     gap = 16
     width = sum(shot.width() for shot in shots) + gap * (len(shots) + 1)

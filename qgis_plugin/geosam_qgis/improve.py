@@ -176,7 +176,7 @@ def describe_report(report: dict[str, Any]) -> str:
         lines.append(
             "The new model outlines the held-aside parcels better."
             if better
-            else "The new model is not better on the held-aside parcels: keeping the old one "
+            else "The new model is not better on the held-aside parcels:\nkeeping the old one "
             "is the safe choice (more parcels or epochs may help)."
         )
     if report.get("note"):

@@ -16,9 +16,10 @@ class ImproveResultDialog(QDialog):
     def __init__(self, report: dict[str, Any], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("geosam: the model after improving")
+        self.setMinimumWidth(520)
         layout = QVBoxLayout(self)
+        # lines as describe_report breaks them: a wrapped label's height is misjudged
         self.summary = QLabel(describe_report(report))
-        self.summary.setWordWrap(True)
         layout.addWidget(self.summary)
         where = QLabel(f"New model: {report['new_model']}\nOld model: {report['old_model']}")
         where.setWordWrap(True)
