@@ -128,8 +128,8 @@ class SegmentDock(QgsDockWidget):
         )
 
     def _add_improve_section(self, layout: QVBoxLayout) -> None:
-        """"Improve the model": which parcels the model learns from (:mod:`improve_action`
-        reacts to the button)."""
+        """The "Improve the model" section: which parcels the model learns from
+        (:mod:`improve_action` reacts to the button)."""
         box = QGroupBox("Improve the model from corrected parcels")
         form = QFormLayout(box)
         self.improve_parcels_combo = QgsMapLayerComboBox()
