@@ -79,8 +79,8 @@ $(QGIS_FIXTURES)/parity.npz: scripts/parity_fixture.py $(QGIS_FIXTURES)/model/ma
 qgis-tests: $(QGIS_VENV)/.deps-installed $(QGIS_FIXTURES)/model/manifest.json $(QGIS_FIXTURES)/scene/scene.tif $(QGIS_FIXTURES)/parity.npz
 	$(QGIS_PYTHON) scripts/build_plugin.py
 	mkdir -p build/qgis-pytest
-	QT_QPA_PLATFORM=offscreen $(QGIS_VENV)/bin/python -m pytest -q --rootdir build/qgis-pytest \
-		qgis_plugin/tests
+	GEOSAM_CLI=$(BIN)/geosam QT_QPA_PLATFORM=offscreen $(QGIS_VENV)/bin/python -m pytest -q \
+		--rootdir build/qgis-pytest qgis_plugin/tests
 
 demo: install
 	$(BIN)/geosam demo -o $(DEMO_DIR) --overwrite

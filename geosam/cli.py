@@ -759,6 +759,92 @@ def _summary(result: SegmentResult) -> str:
     )
 
 
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The model folder to improve (geosam export-onnx); its training run is continued.",
+)
+@click.option(
+    "--raster",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The raster the parcels lie on.",
+)
+@click.option(
+    "--parcels",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The corrected parcel polygons (at least 10), any CRS and vector format.",
+)
+@click.option("--layer", help="Layer of a multi-layer parcels file (e.g. a GeoPackage).")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The new model folder; its training run goes beside it, in OUTPUT.training.",
+)
+@click.option(
+    "--holdout",
+    default=0.2,
+    show_default=True,
+    help="Share of the parcels held aside to score the old and the new model.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the held-aside choice.")
+@click.option("--epochs", default=4, show_default=True, help="Training epochs.")
+@click.option(
+    "--no-calibration",
+    is_flag=True,
+    help="Skip tuning automatic mode's thresholds on the held-aside parcels' tiles (the new "
+    "model then gets SAM's).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the output folders.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.argument("opts", nargs=-1, type=click.UNPROCESSED)
+def improve(
+    model_dir: Path,
+    raster: Path,
+    parcels: Path,
+    layer: str | None,
+    output: Path,
+    holdout: float,
+    seed: int,
+    epochs: int,
+    no_calibration: bool,
+    overwrite: bool,
+    quiet: bool,
+    opts: tuple[str, ...],
+) -> None:
+    """Train a model further on the parcels a user corrected: tile them, continue the model's
+    training run with a seeded share held aside, score old and new on those, export the new
+    model and a before/after report. Prints "PROGRESS <0-100> <stage>" lines as stages start;
+    SIGTERM cancels, leaving nothing behind. OPTS are KEY VALUE training overrides."""
+    import signal
+
+    from geosam.improve import ImproveParams, run_improve
+
+    # a cancel unwinds like an error: the half-made folders are removed on the way out
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    params = ImproveParams(
+        model_dir, raster, parcels, output, layer, holdout, seed, epochs, opts, overwrite,
+        calibrate=not no_calibration,
+    )  # fmt: skip
+    result = run_improve(
+        params,
+        lambda percent, stage: click.echo(f"PROGRESS {percent} {stage}", color=False),
+        bars=not quiet,
+    )
+    for kind, before in result.report["before"].items():
+        after = result.report["after"][kind]["mIoU"]
+        click.echo(f"{kind} mIoU on held-aside parcels: {before['mIoU']:.3f} -> {after:.3f}")
+    if result.report["note"]:
+        click.echo(f"note: {result.report['note']}")
+    click.echo(f"model: {result.model_dir}\ntraining: {result.training_dir}")
+
+
 @cli.command("score-parcels")
 @click.argument("predicted", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(

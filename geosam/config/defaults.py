@@ -25,6 +25,11 @@ _C.MODEL.TYPE = "vit_b"
 # Path to the official sam_vit_{b,l,h}_*.pth file of MODEL.TYPE. Required for the ViT types
 # (geosam never downloads weights). Optional for "tiny": empty = random weights from SEED.
 _C.MODEL.CHECKPOINT = ""
+# A run's trained-weights file (RUN/model_best.pth or model_final.pth) to start from, on top of
+# MODEL.CHECKPOINT: continues an earlier fine-tuning (`geosam improve`) instead of starting again
+# from the base. Refused when it was trained from another base checkpoint or model type. Empty =
+# start from the base.
+_C.MODEL.TUNED_WEIGHTS = ""
 # Parts that train; everything else is frozen. Any of "mask_decoder", "prompt_encoder",
 # "image_encoder". The default trains only the decoder (~4M parameters): it is what adapts SAM
 # to parcel boundaries, and with a frozen encoder the image embeddings can be cached.

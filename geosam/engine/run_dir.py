@@ -32,7 +32,7 @@ from segment_anything.modeling import Sam
 from yacs.config import CfgNode
 
 from geosam.config import load_config
-from geosam.modeling import load_trained_weights, sha256_file
+from geosam.modeling import load_tuned_weights, sha256_file
 from geosam.modeling.shipped import resolve_checkpoint
 from geosam.utils.errors import GeosamError
 from geosam.utils.publish import check_writable, publish_dir, refuse_occupied
@@ -92,21 +92,11 @@ def base_checkpoint_sha256(cfg: CfgNode) -> str | None:
 
 
 def build_tuned_model(base: Sam, cfg: CfgNode, weights: Path) -> Sam:
-    """A copy of ``base`` with the trained weights loaded, after checking they belong to it.
-
-    Copying spares reading a 2.5 GB checkpoint twice. Weights trained from a checkpoint are
-    refused on a randomly initialised base, as weights from another checkpoint are on any base
-    (the parts they did not train would not match).
-    """
-    expected = base_checkpoint_sha256(cfg)
+    """A copy of ``base`` with the trained weights loaded, after checking they belong to it
+    (:func:`~geosam.modeling.load_tuned_weights`). Copying spares reading a 2.5 GB checkpoint
+    twice."""
     tuned = copy.deepcopy(base)
-    metadata = load_trained_weights(tuned, weights, expected)
-    if expected is None and metadata["base_checkpoint_sha256"] is not None:
-        raise GeosamError(
-            f"trained weights {weights} were trained from a checkpoint (sha256 "
-            f"{metadata['base_checkpoint_sha256']}) but MODEL.CHECKPOINT is empty: give "
-            "MODEL.CHECKPOINT /path/to/that/checkpoint"
-        )
+    load_tuned_weights(tuned, weights, base_checkpoint_sha256(cfg))
     return tuned
 
 

@@ -95,10 +95,14 @@ def model_fields(
     base_checkpoint_sha256: str | None,
     weights_sha256: str | None,
     parity: Mapping[str, Any],
+    run_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Every manifest field except ``files``: the ones also stored in the ONNX files.
 
-    ``dataset`` is :func:`dataset_fields` of DATASETS.TRAIN.
+    ``dataset`` is :func:`dataset_fields` of DATASETS.TRAIN. The provenance fields (the run
+    folder, the base checkpoint's path and hash, the training dataset, the whole config) are
+    what ``geosam improve`` continues a model's training from; the config also rebuilds the
+    base model when the run folder is gone.
     """
     return {
         "format": MODEL_FORMAT,
@@ -115,8 +119,13 @@ def model_fields(
         "single_mask": True,
         "embedding_shape": list(embedding_shape),
         "opset": opset,
+        "base_checkpoint": str(Path(cfg.MODEL.CHECKPOINT).resolve())
+        if cfg.MODEL.CHECKPOINT
+        else None,
         "base_checkpoint_sha256": base_checkpoint_sha256,
         "weights_sha256": weights_sha256,
+        "run_dir": str(run_dir.resolve()) if run_dir is not None else None,
+        "config": cfg.dump(),
         "parity": dict(parity),
     }
 

@@ -378,6 +378,7 @@ def export_onnx(
             base_checkpoint_sha256=base_checkpoint_sha256(cfg),
             weights_sha256=sha256_file(weights) if weights is not None else None,
             parity=parity,
+            run_dir=run_dir,
         )
         fields.update(metadata.runtime_fields(ir_version(raw, names), opset))
         if weights is not None and calibrate:

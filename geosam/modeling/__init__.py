@@ -8,6 +8,7 @@ from geosam.modeling.build import build_model, count_parameters, set_trainable
 from geosam.modeling.checkpoint import (
     load_state_dict_checked,
     load_trained_weights,
+    load_tuned_weights,
     read_sam_checkpoint,
     save_sam_checkpoint,
     save_trained_weights,
@@ -27,6 +28,7 @@ __all__ = [
     "get_spec",
     "load_state_dict_checked",
     "load_trained_weights",
+    "load_tuned_weights",
     "model_type_of",
     "read_sam_checkpoint",
     "save_sam_checkpoint",

@@ -10,7 +10,12 @@ import torch
 from segment_anything.modeling import Sam
 from yacs.config import CfgNode
 
-from geosam.modeling.checkpoint import load_state_dict_checked, read_sam_checkpoint
+from geosam.modeling.checkpoint import (
+    load_state_dict_checked,
+    load_tuned_weights,
+    read_sam_checkpoint,
+    sha256_file,
+)
 from geosam.modeling.sam import build_sam, get_spec
 from geosam.modeling.shipped import resolve_checkpoint
 from geosam.utils.errors import GeosamError
@@ -22,7 +27,8 @@ TRAINABLE_PARTS = ("mask_decoder", "prompt_encoder", "image_encoder")
 
 def build_model(cfg: CfgNode) -> Sam:
     """Build MODEL.TYPE at INPUT.IMAGE_SIZE, load MODEL.CHECKPOINT (a path, or the name of a
-    checkpoint geosam ships: :mod:`geosam.modeling.shipped`), and freeze by config.
+    checkpoint geosam ships: :mod:`geosam.modeling.shipped`), then MODEL.TUNED_WEIGHTS (an
+    earlier run's trained weights to continue from), and freeze by config.
 
     The ViT types need their official checkpoint: fine-tuning a randomly initialised ViT-B
     would silently waste a run, so an empty MODEL.CHECKPOINT is an error for them (benchmarks
@@ -40,11 +46,8 @@ def build_model(cfg: CfgNode) -> Sam:
             f"MODEL.CHECKPOINT is empty: MODEL.TYPE {model_type} needs the official {official} "
             "(give MODEL.CHECKPOINT /path/to/it)"
         )
-    state_dict = (
-        read_sam_checkpoint(resolve_checkpoint(checkpoint), model_type, cfg.INPUT.IMAGE_SIZE)
-        if checkpoint
-        else None
-    )
+    path = resolve_checkpoint(checkpoint) if checkpoint else ""
+    state_dict = read_sam_checkpoint(path, model_type, cfg.INPUT.IMAGE_SIZE) if path else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.SEED)
         model = build_sam(
@@ -52,6 +55,9 @@ def build_model(cfg: CfgNode) -> Sam:
         )
     if state_dict is not None:
         load_state_dict_checked(model, state_dict, checkpoint, complete=True)
+    if cfg.MODEL.TUNED_WEIGHTS:
+        base_sha256 = sha256_file(path) if path else None
+        load_tuned_weights(model, cfg.MODEL.TUNED_WEIGHTS, base_sha256)
     set_trainable(model, cfg.MODEL.TRAINABLE, cfg.MODEL.ENCODER_TRAINABLE_BLOCKS)
     trainable, total = count_parameters(model)
     logger.info(

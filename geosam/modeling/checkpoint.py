@@ -197,6 +197,22 @@ def load_trained_weights(
     return {key: value for key, value in payload.items() if key != "state_dict"}
 
 
+def load_tuned_weights(
+    model: Sam, path: str | os.PathLike, base_checkpoint_sha256: str | None
+) -> dict[str, Any]:
+    """:func:`load_trained_weights` for a model built from MODEL.CHECKPOINT with sha256
+    ``base_checkpoint_sha256`` (None: randomly initialised), also refusing weights trained from
+    a checkpoint on a random base: the parts they did not train would not match."""
+    metadata = load_trained_weights(model, path, base_checkpoint_sha256)
+    if base_checkpoint_sha256 is None and metadata["base_checkpoint_sha256"] is not None:
+        raise GeosamError(
+            f"trained weights {path} were trained from a checkpoint (sha256 "
+            f"{metadata['base_checkpoint_sha256']}) but MODEL.CHECKPOINT is empty: give "
+            "MODEL.CHECKPOINT /path/to/that/checkpoint"
+        )
+    return metadata
+
+
 def _read(path: str | os.PathLike, what: str) -> dict[str, Any]:
     """``torch.load`` of a dict, safely, with every failure as one line naming ``path``."""
     if not Path(path).is_file():

@@ -29,3 +29,11 @@ def find_geosam_cli() -> str | None:
         if found is not None:
             return found
     return None
+
+
+def missing_cli_message() -> str:
+    """What to do when :func:`find_geosam_cli` finds none."""
+    return (
+        f"the geosam command line was not found: install geosam (pip install geosam) and set "
+        f"its path in the plugin setting {SETTING}, or in {ENVIRONMENT}, or put it on PATH"
+    )

@@ -19,6 +19,7 @@ from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -30,6 +31,7 @@ from .runtime.auto import tuned_thresholds
 from .runtime.errors import GeosamError
 
 NEW_LAYER_TEXT = "New temporary layer"
+OUTPUT_LAYER_TEXT = "The output layer"
 HELP = (
     "Left click: inside the parcel · right click: outside · drag: box around it · "
     "Enter or Accept: keep the outline · Esc or Clear: start again · Undo: last prompt, "
@@ -122,6 +124,7 @@ class SegmentDock(QgsDockWidget):
         self.status_label = QLabel(HELP)
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
+        self._add_improve_section(layout)
         layout.addStretch(1)
         self.setWidget(body)
         self.model_widget.fileChanged.connect(
@@ -157,6 +160,30 @@ class SegmentDock(QgsDockWidget):
             "with a Copy button for a bug report"
         )
         layout.addWidget(self.diagnostics_button)
+
+    def _add_improve_section(self, layout: QVBoxLayout) -> None:
+        """The "Improve the model" section: which parcels the model learns from
+        (:mod:`improve_action` reacts to the button)."""
+        box = QGroupBox("Improve the model from corrected parcels")
+        form = QFormLayout(box)
+        self.improve_parcels_combo = QgsMapLayerComboBox()
+        self.improve_parcels_combo.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
+        self.improve_parcels_combo.setAllowEmptyLayer(True, OUTPUT_LAYER_TEXT)
+        self.improve_parcels_combo.setLayer(None)
+        form.addRow("Parcels", self.improve_parcels_combo)
+        self.improve_selected_check = QCheckBox("Selected parcels only")
+        form.addRow("", self.improve_selected_check)
+        self.improve_button = QPushButton("Improve the model")
+        self.improve_button.setToolTip(
+            "Train the model further on these parcels (at least 10) with the geosam command "
+            "line, score old and new on a held-aside share, then choose which to keep"
+        )
+        form.addRow(self.improve_button)
+        layout.addWidget(box)
+
+    def improve_parcels(self) -> QgsVectorLayer | None:
+        """The parcels to improve the model from: the chosen layer, else the output layer."""
+        return self.improve_parcels_combo.currentLayer() or self.output_layer()
 
     def raster_layer(self) -> QgsRasterLayer | None:
         return self.raster_combo.currentLayer()

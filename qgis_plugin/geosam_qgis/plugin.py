@@ -39,6 +39,7 @@ class GeosamPlugin:
         self.finder = None
         self.diagnostics_action: QAction | None = None
         self.diagnostics: DiagnosticsDialog | None = None
+        self.improve = None
 
     def initGui(self) -> None:
         if deps_dir().is_dir():  # what the Install button put there in an earlier session
@@ -79,6 +80,7 @@ class GeosamPlugin:
         from .controller import SegmentController
         from .dock import SegmentDock
         from .find_in_view import FindInView
+        from .improve_action import ImproveAction
         from .map_tool import PromptMapTool
 
         canvas = self.iface.mapCanvas()
@@ -87,6 +89,7 @@ class GeosamPlugin:
         self.controller = SegmentController(self.iface, self.dock, self.tool)
         self.finder = FindInView(self.controller)
         self.dock.diagnostics_button.clicked.connect(self.show_diagnostics)
+        self.improve = ImproveAction(self.iface, self.dock)
         self.dock.tool_button.toggled.connect(self.use_tool)
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         return True
@@ -127,5 +130,5 @@ class GeosamPlugin:
         if self.diagnostics_action is not None:
             self.iface.removePluginMenu(MENU, self.diagnostics_action)
             self.diagnostics_action.deleteLater()
-        self.dock = self.tool = self.controller = self.finder = self.provider = None
+        self.dock = self.tool = self.controller = self.finder = self.improve = self.provider = None
         self.action = self.diagnostics_action = None

@@ -1,10 +1,12 @@
-"""The geosam Processing provider: puts "Segment parcels" in the toolbox and the modeler."""
+"""The geosam Processing provider: puts "Segment parcels" and "Improve model from parcels" in
+the toolbox and the modeler."""
 
 from __future__ import annotations
 
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .improve_algorithm import ImproveModelAlgorithm
 from .segment_algorithm import ICON, SegmentParcelsAlgorithm
 
 
@@ -22,3 +24,4 @@ class GeosamProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:
         self.addAlgorithm(SegmentParcelsAlgorithm())
+        self.addAlgorithm(ImproveModelAlgorithm())
