@@ -274,7 +274,7 @@ def synth(output: Path, size: int, seed: int, resolution: float) -> None:
 @click.option(
     "--epochs",
     type=int,
-    help="Training epochs [default: 12 stand-in, 48 from scratch, 4 checkpoint].",
+    help="Training epochs [default: 6 stand-in, 48 from scratch, 4 checkpoint].",
 )
 @click.option("--scene-size", default=2048, show_default=True, help="Scene side in pixels.")
 @click.option("--seed", default=0, show_default=True, help="Scene, split and model seed.")
