@@ -84,11 +84,13 @@ def render_demo(
 ) -> None:
     """The demo's picture, two panels of its val area: parcels from one click each, and the
     automatic-mode parcel map; ``titles`` carry their scores."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(16, 8.4))
+    xmin, ymin, xmax, ymax = truth.total_bounds
+    panel_width = 8.0 * (xmax - xmin) / max(ymax - ymin, 1e-9)  # 8 inches high, to scale
+    fig, (left, right) = plt.subplots(1, 2, figsize=(2 * panel_width + 0.5, 8.8))
     draw_clicked(left, raster, truth, clicked, prompts)
     draw_parcel_map(right, raster, truth, parcel_map)
     left.set_title(titles[0])
     right.set_title(titles[1])
     fig.suptitle("geosam on a synthetic scene, validation area (true parcels: white outlines)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     save_figure(fig, out)

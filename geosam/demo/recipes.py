@@ -107,7 +107,8 @@ def training_config(params: DemoParams, tiles: Path, run_dir: Path) -> CfgNode:
             if params.from_scratch
             else (STANDIN_RECIPE, params.epochs or STANDIN_EPOCHS)
         )
-        eval_period = max(1, epochs // 4)
+        # a few evaluations, each a pass over the val tiles: they choose the best epoch
+        eval_period = max(1, epochs // (4 if params.from_scratch else 2))
     opts = [item for pair in recipe for item in pair]
     opts += ["DATASETS.TRAIN", str(tiles), "OUTPUT_DIR", str(run_dir), "SEED", str(params.seed)]
     opts += ["SOLVER.MAX_EPOCHS", str(epochs), "TEST.EVAL_PERIOD", str(eval_period)]

@@ -130,10 +130,10 @@ def picture(scene: SceneFiles, paths: dict[str, Path], result: DemoResult) -> No
     """Both results over the val area, side by side, into ``paths["picture"]``."""
     scores = result.parcel_map
     titles = (
-        f"one click per parcel: polygon IoU {result.polygon_iou:.2f} "
-        f"(box-fill {result.box_fill_iou:.2f})",
-        f"automatic mode, no clicks: object F1@0.5 {scores.f1 or 0:.2f} "
-        f"({scores.matched} of {scores.truth} parcels)",
+        f"one click per parcel (cyan)\npolygon IoU {result.polygon_iou:.2f}, "
+        f"box-fill {result.box_fill_iou:.2f}",
+        f"automatic mode, no clicks\nobject F1@0.5 {scores.f1 or 0:.2f} "
+        f"({scores.matched} of {scores.truth} parcels found)",
     )
     render_demo(
         scene.raster,

@@ -27,6 +27,7 @@ from yacs.config import CfgNode
 
 from geosam import __version__
 from geosam.data.tiling.manifest import load_manifest
+from geosam.modeling.shipped import SHIPPED
 from geosam.runtime.model import MANIFEST, MODEL_FORMAT
 from geosam.utils.errors import GeosamError
 
@@ -119,9 +120,7 @@ def model_fields(
         "single_mask": True,
         "embedding_shape": list(embedding_shape),
         "opset": opset,
-        "base_checkpoint": str(Path(cfg.MODEL.CHECKPOINT).resolve())
-        if cfg.MODEL.CHECKPOINT
-        else None,
+        "base_checkpoint": checkpoint_source(cfg.MODEL.CHECKPOINT),
         "base_checkpoint_sha256": base_checkpoint_sha256,
         "weights_sha256": weights_sha256,
         "run_dir": str(run_dir.resolve()) if run_dir is not None else None,
@@ -187,3 +186,11 @@ def write_manifest(model_dir: Path, fields: Mapping[str, Any], files: Mapping[st
     """``manifest.json``: ``fields`` plus ``files`` (name → sha256 and size of each file)."""
     document = {**fields, "files": dict(files)}
     (model_dir / MANIFEST).write_text(json.dumps(document, indent=2) + "\n")
+
+
+def checkpoint_source(checkpoint: str) -> str | None:
+    """MODEL.CHECKPOINT as a manifest records it: a shipped name as it is (it names the same
+    file in every install), a path made absolute; None for a randomly initialised model."""
+    if not checkpoint:
+        return None
+    return checkpoint if checkpoint in SHIPPED else str(Path(checkpoint).resolve())

@@ -16,6 +16,7 @@ from typing import Any
 
 from geosam.engine.run_dir import CONFIG_FILE, WEIGHT_FILES
 from geosam.modeling import sha256_file
+from geosam.modeling.shipped import resolve_checkpoint
 from geosam.runtime.model import MANIFEST, read_manifest
 from geosam.utils.errors import GeosamError
 
@@ -67,6 +68,7 @@ def check_base_checkpoint(manifest: dict[str, Any], model_dir: Path) -> None:
     path, sha256 = manifest.get("base_checkpoint"), manifest.get("base_checkpoint_sha256")
     if path is None:
         return
+    path = resolve_checkpoint(path)  # a shipped name: its file, checked against its card
     if not Path(path).is_file():
         raise GeosamError(
             f"the base checkpoint {path} that {model_dir} was trained from is gone: put it back "
