@@ -28,7 +28,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,13 +114,13 @@ def build_scene_and_tiles(recipe: dict[str, Any], out: Path) -> Path:
 
 def train_config(recipe: dict[str, Any], tiles: Path, steps: int | None) -> tuple[Path, list[str]]:
     """The preset and overrides that train the recipe on ``tiles``: the card's resolved config
-    when it has one, else the recipe's config file; epochs from the recipe's (or ``steps``)."""
+    when it has one (written beside the tiles as recipe.yaml), else the recipe's config file;
+    epochs from the recipe's steps (or ``steps``)."""
     train_tiles = int(load_manifest(tiles)["counts"]["train_tiles"])
     epochs = epochs_for(steps or recipe["steps"], train_tiles, batch=4)
     if "config" in recipe:
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            yaml.safe_dump(recipe["config"], f)
-        preset = Path(f.name)
+        preset = tiles.parent / "recipe.yaml"
+        preset.write_text(yaml.safe_dump(recipe["config"]))
     else:
         preset = REPO / recipe["config_file"]
     overrides = ["DATASETS.TRAIN", str(tiles), "MODEL.DEVICE", "cpu"]

@@ -101,9 +101,9 @@ def evaluate_demo_run(
 
 def segment_val_area(
     scene: SceneFiles, paths: dict[str, Path], result: DemoResult, progress: bool
-) -> None:
+) -> gpd.GeoDataFrame:
     """One point prompt per parcel of the val area through ``geosam segment``; the polygons
-    scored against the true parcels (and box-fill's) into ``result``."""
+    scored against the true parcels (and box-fill's) into ``result``. Returns those parcels."""
     truth = val_area_parcels(scene.labels, paths["tiles"] / "footprints.gpkg")
     write_point_prompts(truth, paths["prompts"])
     segmented = segment(
@@ -114,6 +114,7 @@ def segment_val_area(
     result.prompts, result.polygons = segmented.prompts, segmented.polygons
     result.polygon_iou = float(polygon_iou(polygons, truth).mean())
     result.box_fill_iou = float(box_fill_polygon_iou(truth).mean())
+    return truth
 
 
 def map_parcels(
@@ -126,8 +127,11 @@ def map_parcels(
     result.parcel_map = parcel_map_scores(paths["parcel_map"], scene.labels, footprints)
 
 
-def picture(scene: SceneFiles, paths: dict[str, Path], result: DemoResult) -> None:
-    """Both results over the val area, side by side, into ``paths["picture"]``."""
+def picture(
+    scene: SceneFiles, truth: gpd.GeoDataFrame, paths: dict[str, Path], result: DemoResult
+) -> None:
+    """Both results over the val area (its true parcels ``truth``), side by side, into
+    ``paths["picture"]``."""
     scores = result.parcel_map
     titles = (
         f"one click per parcel (cyan)\npolygon IoU {result.polygon_iou:.2f}, "
@@ -137,7 +141,7 @@ def picture(scene: SceneFiles, paths: dict[str, Path], result: DemoResult) -> No
     )
     render_demo(
         scene.raster,
-        val_area_parcels(scene.labels, paths["tiles"] / "footprints.gpkg"),
+        truth,
         gpd.read_file(paths["parcels"]),
         paths["prompts"],
         gpd.read_file(paths["parcel_map"]),
@@ -186,8 +190,8 @@ def run_demo(
     with stage("export", f"ONNX → {paths['model']}"):
         export_onnx(run_cfg, paths["model"], weights=weights.path, run_dir=paths["run"])
     with stage("segment", f"one point per val parcel → {paths['parcels']}"):
-        segment_val_area(scene, paths, result, progress)
+        truth = segment_val_area(scene, paths, result, progress)
     with stage("auto", f"automatic mode, every parcel of the scene → {paths['parcel_map']}"):
         map_parcels(scene, paths, result, progress)
-    picture(scene, paths, result)
+    picture(scene, truth, paths, result)
     return result
