@@ -1,7 +1,8 @@
 """Whole regions on Dask: ``geosam segment --auto`` with 1 and 2 workers, side by side.
 
-A synthetic mosaic of ``--rasters`` scenes of ``--size``² pixels at 1 m (``geosam synth``,
-one seed each) is segmented in automatic mode by the model in ``--model`` (any exported
+A synthetic mosaic of ``--grid`` x ``--grid`` abutting rasters of ``--size``² pixels at 1 m (one
+``geosam synth`` scene cut along a grid, so parcels cross the raster edges as they do between
+a county's quarter-quads) is segmented in automatic mode by the model in ``--model`` (any exported
 folder: the stand-in, ``geosam demo``'s DIR/model) with ``--workers 1`` (in-process) and
 ``--workers 2`` (a LocalCluster), in turns. Each run is a fresh ``geosam segment`` process,
 so the figures include starting the cluster and loading the model, as a user's run does.
@@ -18,11 +19,16 @@ machine's CPU, measured with scripts/bench_runtime.py), divided among the worker
 from __future__ import annotations
 
 import argparse
+import itertools
 import re
+import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import rasterio
+from rasterio.windows import Window
 
 from geosam.runtime.auto import auto_tiling
 
@@ -38,7 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="Exported model folder.")
     parser.add_argument("-o", "--output", type=Path, required=True, help="Work folder.")
-    parser.add_argument("--rasters", type=int, default=4, help="Rasters in the mosaic.")
+    parser.add_argument("--grid", type=int, default=2, help="Mosaic of GRID x GRID rasters.")
     parser.add_argument("--size", type=int, default=4096, help="Raster side in pixels.")
     parser.add_argument("--small-size", type=int, default=2048, help="Smaller raster side.")
     parser.add_argument("--points-per-side", type=int, default=16)
@@ -55,17 +61,36 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def mosaic(folder: Path, count: int, size: int) -> Path:
-    """``count`` synthetic scenes of ``size``² px in ``folder`` (made once, then reused)."""
-    for seed in range(count):
-        scene = folder / f"scene-{seed}"
-        if not scene.exists():
-            subprocess.run(
-                [sys.executable, "-m", "geosam", "synth", "-o", str(scene), "--size", str(size),
-                 "--seed", str(100 + seed)],
-                check=True, capture_output=True,
-            )  # fmt: skip
-    return folder
+def mosaic(folder: Path, grid: int, size: int) -> Path:
+    """``grid`` x ``grid`` abutting rasters of ``size``² px in ``folder``, cut from one
+    synthetic scene (made once, then reused)."""
+    scene = folder / "scene"
+    if not (scene / "scene.tif").exists():
+        subprocess.run(
+            [sys.executable, "-m", "geosam", "synth", "-o", str(scene),
+             "--size", str(grid * size), "--seed", "100"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    with rasterio.open(scene / "scene.tif") as source:
+        for row, col in itertools.product(range(grid), repeat=2):
+            path = folder / "rasters" / f"r{row}c{col}.tif"
+            if path.exists():
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            window = Window(col * size, row * size, size, size)
+            profile = {**source.profile, "width": size, "height": size,
+                       "transform": source.window_transform(window)}  # fmt: skip
+            with rasterio.open(path, "w", **profile) as out:
+                out.write(source.read(window=window))
+                out.colorinterp = source.colorinterp
+    return folder / "rasters"
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this script's finished child processes and theirs (a run's workers):
+    beside the wall seconds, it shows whether a run had its cores to itself."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run(rasters: str, args: argparse.Namespace, workers: int, out: Path) -> dict:
@@ -77,9 +102,9 @@ def run(rasters: str, args: argparse.Namespace, workers: int, out: Path) -> dict
     for option in ("pred_iou_thresh", "stability_thresh"):
         if getattr(args, option) is not None:
             command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
-    started = time.perf_counter()
+    started, used = time.perf_counter(), cpu_seconds()
     done = subprocess.run(command, check=False, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
+    seconds, used = time.perf_counter() - started, cpu_seconds() - used
     found = SUMMARY.search(done.stdout)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"geosam segment failed:\n{done.stdout}{done.stderr[-2000:]}")
@@ -87,6 +112,7 @@ def run(rasters: str, args: argparse.Namespace, workers: int, out: Path) -> dict
     return {
         "workers": workers,
         "seconds": seconds,
+        "cpu": used,
         "parcels": int(found["parcels"]),
         "windows": int(found["windows"]),
         "km2": float(found["km2"]),
@@ -99,22 +125,22 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     rows = []
     for size in (args.size, args.small_size):
-        folder = mosaic(args.output / f"mosaic-{size}", args.rasters, size)
+        folder = mosaic(args.output / f"mosaic-{size}", args.grid, size)
         for workers in (1, 2):
             out = args.output / f"parcels-{size}-{workers}.gpkg"
-            row = run(str(folder / "scene-*" / "*.tif"), args, workers, out)
+            row = run(str(folder), args, workers, out)
             rows.append({"size": size, **row})
-    print("| raster side | workers | s | km²/h | parcels/s | windows | peak MiB / worker |")
-    print("|---|---|---|---|---|---|---|")
+    print("| raster side | workers | s | CPU s | km²/h | parcels/s | windows | peak MiB / worker |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['size']} | {r['workers']} | {r['seconds']:.0f} | "
+            f"| {r['size']} | {r['workers']} | {r['seconds']:.0f} | {r['cpu']:.0f} | "
             f"{r['km2'] / r['seconds'] * 3600:.1f} | {r['parcels'] / r['seconds']:.2f} | "
             f"{r['windows']} | {r['peak_mib']} |"
         )
     one, two = rows[0], rows[1]
     print(f"\n2 workers / 1 worker ({args.size} px): {one['seconds'] / two['seconds']:.2f}x")
-    vit_b = args.rasters * len(auto_tiling((args.size, args.size), (1.0, 1.0), 1.0, 1024))
+    vit_b = args.grid**2 * len(auto_tiling((args.size, args.size), (1.0, 1.0), 1.0, 1024))
     for workers in (1, 2):
         hours = vit_b * args.vit_b_window_s / workers / 3600
         print(

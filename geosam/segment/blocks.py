@@ -166,13 +166,17 @@ def run_block(task: BlockTask) -> BlockParcels:
     The merger keeps parcels of any size here (``min_area_px`` 0): a small piece at the
     block edge may be part of a large parcel, measured once the client has joined it. A
     parcel that reaches no other block is final, and measured here."""
-    segmenter = segmenter_for(task)
+    model = cached_model(task.model_dir, task.threads, task.flip_tta)
+    segmenter = segmenter_for(task, model)
     params = segmenter.params
     merger = MaskMerger(segmenter.tiling, replace(params, min_area_px=0.0), task.min_score)
     final: list[AutoMask] = []
-    for tile in block_windows(segmenter.tiling, task.side, task.block):
-        found = merger.found(tile) if params.skip_found else None
-        final += merger.add(tile, segmenter.candidates(tile, found))
+    try:
+        for tile in block_windows(segmenter.tiling, task.side, task.block):
+            found = merger.found(tile) if params.skip_found else None
+            final += merger.add(tile, segmenter.candidates(tile, found))
+    finally:
+        cached_reader(task.raster, model).close()  # and GDAL's cached blocks of it
     final += merger.flush()
     result = BlockParcels(task.key, windows=segmenter.encoded, prompts=segmenter.prompts)
     result.dropped.update(segmenter.dropped)

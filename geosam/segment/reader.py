@@ -43,13 +43,29 @@ class WindowReader:
         self.source: RasterSource = open_source(path, model_bands(manifest, colours, name))
         stretch_method(manifest, self.source.dtype, name)
         self.path = path
-        self.dataset = rasterio.open(path)
+        self._dataset: rasterio.DatasetReader | None = None
 
     def __enter__(self) -> WindowReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.dataset.close()
+        self.close()
+
+    @property
+    def dataset(self) -> rasterio.DatasetReader:
+        """The open file, opened on first use and again after :meth:`close`."""
+        if self._dataset is None or self._dataset.closed:
+            self._dataset = rasterio.open(self.path)
+        return self._dataset
+
+    def close(self) -> None:
+        """Close the file. GDAL keeps every block read from an open file in its cache (up to
+        GDAL_CACHEMAX, by default 5% of the machine's memory), so a reader kept open across
+        a raster's blocks grows with the raster; closed after each block, memory follows the
+        block. The checked description and stretch stay: the next read just reopens."""
+        if self._dataset is not None:
+            self._dataset.close()
+            self._dataset = None
 
     @property
     def size(self) -> tuple[int, int]:

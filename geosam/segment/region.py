@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -143,22 +144,11 @@ def segment_region(
         out_crs = plan[0].source.crs
         logger.info("output CRS: %s (the first raster's; --crs for another)", out_crs.name)
     parts = Parts(output, _settings(template, plan, model.manifest), options.overwrite)
-    tasks = [task for raster in plan for task in raster.tasks]
-    finished = parts.finished() & {task.key for task in tasks}
-    results = {key: parts.load(key) for key in finished}
-    if finished:
-        logger.info("resuming: %d of %d blocks already finished", len(finished), len(tasks))
-
-    def done(parcels: BlockParcels) -> None:
-        parts.save(parcels)
-        results[parcels.key] = parcels
-
-    todo = [task for task in tasks if task.key not in finished]
-    run_blocks(todo, engine, done, progress)
     result = RegionResult(
         output, prompts=0, polygons=0, rasters=len(plan), bad=len(paths) - len(plan)
     )
-    frame = _collect(plan, results, out_crs, result, params, auto.coverage)
+    merged = _run_and_merge(plan, parts, engine, out_crs, result, progress)
+    frame = _collect(merged, out_crs, result, params, auto)
     frame["area_m2"] = geodesic_area(frame.geometry.to_numpy(), frame.crs)
     result.renamed = write_features(
         frame[["score", "stability", "area_m2", "source", "geometry"]], output, driver
@@ -196,6 +186,42 @@ def _plan(
     return plan
 
 
+def _run_and_merge(
+    plan: Sequence[_Raster],
+    parts: Parts,
+    engine: Engine,
+    out_crs: CRS,
+    result: RegionResult,
+    progress: bool,
+) -> list[_Merged]:
+    """Every raster's parcels, blocks merged: the blocks an interrupted run finished are
+    loaded, the others run on ``engine`` and saved as they arrive; a raster is merged as soon
+    as its last block is in, while the workers run the next rasters' blocks, so that only
+    the last raster's merge waits at the end."""
+    tasks = [task for raster in plan for task in raster.tasks]
+    finished = parts.finished() & {task.key for task in tasks}
+    results = {key: parts.load(key) for key in finished}
+    if finished:
+        logger.info("resuming: %d of %d blocks already finished", len(finished), len(tasks))
+    remaining = Counter(raster_index(task.key) for task in tasks if task.key not in finished)
+    merged = {
+        index: _merge_raster(raster, results, out_crs, result)
+        for index, raster in enumerate(plan)
+        if not remaining[index]
+    }
+
+    def done(parcels: BlockParcels) -> None:
+        parts.save(parcels)
+        results[parcels.key] = parcels
+        index = raster_index(parcels.key)
+        remaining[index] -= 1
+        if not remaining[index]:
+            merged[index] = _merge_raster(plan[index], results, out_crs, result)
+
+    run_blocks([task for task in tasks if task.key not in finished], engine, done, progress)
+    return [merged[index] for index in range(len(plan))]
+
+
 def _settings(template: BlockTask, plan: Sequence[_Raster], manifest: Mapping) -> dict:
     """What the parcels of a block depend on: a parts folder of other settings is refused."""
     files = manifest.get("files") or manifest
@@ -204,55 +230,73 @@ def _settings(template: BlockTask, plan: Sequence[_Raster], manifest: Mapping) -
     return {"rasters": [str(r.path) for r in plan], "model": model_hash, "blocks": settings}
 
 
+def raster_index(key: str) -> int:
+    """The raster a block's key belongs to (keys are ``RASTER-ROW-COL``, :func:`_plan`)."""
+    return int(key.split("-", 1)[0])
+
+
+@dataclass
+class _Merged:
+    """One raster's parcels, blocks merged, in the output CRS; its footprint there, and the
+    size of one of its pixels (the seams' tolerance)."""
+
+    source: str
+    frame: gpd.GeoDataFrame
+    footprint: shapely.Geometry
+    pixel: float
+
+
+def _merge_raster(
+    raster: _Raster, results: Mapping[str, BlockParcels], out_crs: CRS, result: RegionResult
+) -> _Merged:
+    """The parcels of ``raster`` from its finished blocks, with its totals counted into
+    ``result``."""
+    done = [results[task.key] for task in raster.tasks]
+    for parcels in done:
+        result.encoded += parcels.windows
+        result.prompts += parcels.prompts
+        result.skipped.update(parcels.dropped)
+        result.peaks[parcels.worker] = max(result.peaks.get(parcels.worker, 0), parcels.peak_rss)
+    by_block = {task.block: parcels for task, parcels in zip(raster.tasks, done, strict=True)}
+    found = merge_blocks(
+        raster.tiling, raster.tasks[0].side, raster.params, by_block, result.skipped
+    )
+    source = raster.source
+    frame = gpd.GeoDataFrame(
+        {"score": [p[1] for p in found], "stability": [p[2] for p in found]},
+        geometry=[grid_to_map(p[0], raster.grid_transform) for p in found],
+        crs=source.crs,
+    )
+    frame["source"] = str(raster.path)
+    result.empty += frame.empty
+    footprint = gpd.GeoSeries([shapely.box(*source.bounds)], crs=source.crs)
+    result.km2 += float(geodesic_area(footprint.to_numpy(), source.crs)[0]) / 1e6
+    footprint = footprint.to_crs(out_crs)
+    pixel = (shapely.area(footprint.iloc[0]) / max(source.width * source.height, 1)) ** 0.5
+    return _Merged(str(raster.path), frame.to_crs(out_crs), footprint.iloc[0], pixel)
+
+
 def _collect(
-    plan: Sequence[_Raster],
-    results: Mapping[str, BlockParcels],
+    merged: Sequence[_Merged],
     out_crs: CRS,
     result: RegionResult,
     params: SegmentParams,
-    coverage: bool,
+    auto: AutoParams,
 ) -> gpd.GeoDataFrame:
-    """The region's parcels in ``out_crs``: blocks merged per raster, rasters on seams,
-    simplified as one coverage; totals counted into ``result``."""
-    frames, footprints, tolerance = [], {}, 0.0
-    for raster in plan:
-        done = [results[task.key] for task in raster.tasks]
-        for parcels in done:
-            result.encoded += parcels.windows
-            result.prompts += parcels.prompts
-            result.skipped.update(parcels.dropped)
-            result.peaks[parcels.worker] = max(
-                result.peaks.get(parcels.worker, 0), parcels.peak_rss
-            )
-        by_block = {task.block: parcels for task, parcels in zip(raster.tasks, done, strict=True)}
-        found = merge_blocks(
-            raster.tiling, raster.tasks[0].side, raster.params, by_block, result.skipped
-        )
-        source = raster.source
-        frame = gpd.GeoDataFrame(
-            {"score": [p[1] for p in found], "stability": [p[2] for p in found]},
-            geometry=[grid_to_map(p[0], raster.grid_transform) for p in found],
-            crs=source.crs,
-        )
-        frame["source"] = str(raster.path)
-        result.empty += frame.empty
-        footprint = gpd.GeoSeries([shapely.box(*source.bounds)], crs=source.crs)
-        result.km2 += float(geodesic_area(footprint.to_numpy(), source.crs)[0]) / 1e6
-        footprint = footprint.to_crs(out_crs)
-        footprints[str(raster.path)] = footprint.iloc[0]
-        pixels = max(source.width * source.height, 1)
-        tolerance = max(tolerance, (shapely.area(footprint.iloc[0]) / pixels) ** 0.5)
-        frames.append(frame.to_crs(out_crs))
-    frame = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=out_crs)
-    frame = merge_seams(frame, footprints, tolerance, plan[0].params.nms_iou, coverage)
-    frame = frame.set_geometry(simplified(list(frame.geometry), params.simplify, coverage))
+    """The region's parcels in ``out_crs``: the rasters' parcels joined on seams and
+    simplified as one coverage."""
+    frame = gpd.GeoDataFrame(pd.concat([m.frame for m in merged], ignore_index=True), crs=out_crs)
+    footprints = {m.source: m.footprint for m in merged}
+    tolerance = max(m.pixel for m in merged)
+    frame = merge_seams(frame, footprints, tolerance, auto.nms_iou, auto.coverage)
+    frame = frame.set_geometry(simplified(list(frame.geometry), params.simplify, auto.coverage))
     empty = frame.geometry.is_empty.to_numpy()
     result.skipped[EMPTY] += int(empty.sum())
     if result.empty:
         logger.warning(
             "no parcel found on %d of %d rasters (masks dropped: %s)",
             result.empty,
-            len(plan),
+            len(merged),
             describe_counts(result.skipped) or "none",
         )
     return frame[~empty].reset_index(drop=True)

@@ -14,6 +14,7 @@ raster. Only parcels within ``tolerance`` of another raster's footprint are look
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import geopandas as gpd
@@ -80,15 +81,18 @@ def _same_parcels(
             i = group[i]
         return i
 
+    @functools.cache
+    def shared(one: str, other: str) -> shapely.Geometry:
+        return shapely.intersection(
+            shapely.buffer(footprints[one], tolerance), shapely.buffer(footprints[other], tolerance)
+        )
+
     for a, b in shapely.STRtree(geometries).query(geometries, predicate="intersects").T:
         if a >= b or sources[a] == sources[b]:
             continue
-        shared = shapely.intersection(
-            shapely.buffer(footprints[sources[a]], tolerance),
-            shapely.buffer(footprints[sources[b]], tolerance),
-        )
-        in_a = shapely.intersection(geometries[a], shared)
-        in_b = shapely.intersection(geometries[b], shared)
+        both = shared(*sorted((sources[a], sources[b])))
+        in_a = shapely.intersection(geometries[a], both)
+        in_b = shapely.intersection(geometries[b], both)
         union = shapely.union(in_a, in_b).area
         if union > 0 and shapely.intersection(in_a, in_b).area > nms_iou * union:
             group[root(b)] = root(a)
