@@ -10,6 +10,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import shapely
 from click.testing import CliRunner
 from conftest import flat_parcels_raster, write_raster
@@ -100,6 +101,59 @@ def test_parcels_on_block_and_raster_seams_come_out_once_whole(
     assert found.crs.equals(CRS(32633))
     assert set(found.source) <= {str(p.resolve()) for p in folder.glob("*.tif")}
     assert not (tmp_path / ".parcels.parquet.parts").exists()
+
+
+def mosaic_vrt(path: Path, rasters: list[Path]) -> Path:
+    """A VRT mosaic of abutting ``rasters`` of one CRS and pixel size (as gdalbuildvrt
+    writes it, without needing GDAL's command-line tools)."""
+    with rasterio.open(rasters[0]) as first:
+        crs, res, count = first.crs, first.res, first.count
+    boxes = []
+    for raster in rasters:
+        with rasterio.open(raster) as src:
+            boxes.append((raster, src.bounds, src.width, src.height))
+    left = min(b.left for _, b, _, _ in boxes)
+    top = max(b.top for _, b, _, _ in boxes)
+    width = round((max(b.right for _, b, _, _ in boxes) - left) / res[0])
+    height = round((top - min(b.bottom for _, b, _, _ in boxes)) / res[1])
+    bands = []
+    for band in range(1, count + 1):
+        sources = "".join(
+            f"<SimpleSource><SourceFilename>{raster.resolve()}</SourceFilename>"
+            f"<SourceBand>{band}</SourceBand>"
+            f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+            f'<DstRect xOff="{round((b.left - left) / res[0])}" '
+            f'yOff="{round((top - b.top) / res[1])}" xSize="{w}" ySize="{h}"/></SimpleSource>'
+            for raster, b, w, h in boxes
+        )
+        colour = ("Red", "Green", "Blue")[band - 1]
+        bands.append(
+            f'<VRTRasterBand dataType="Byte" band="{band}">'
+            f"<ColorInterp>{colour}</ColorInterp>{sources}</VRTRasterBand>"
+        )
+    path.write_text(
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
+        f"<SRS>{crs.to_wkt()}</SRS>"
+        f"<GeoTransform>{left}, {res[0]}, 0, {top}, 0, {-res[1]}</GeoTransform>"
+        f"{''.join(bands)}</VRTDataset>"
+    )
+    return path
+
+
+@pytest.mark.usefixtures("perfect_model")
+def test_a_vrt_mosaic_is_one_raster(mosaic, model_dir: Path, tmp_path: Path) -> None:
+    """The four rasters as one VRT: one source, no raster seams, every parcel once, whole."""
+    folder, truth = mosaic
+    vrt = mosaic_vrt(tmp_path / "mosaic.vrt", sorted(folder.glob("*.tif")))
+    out = tmp_path / "parcels.gpkg"
+    result = invoke(str(vrt), "--model", str(model_dir), "--auto", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "1 rasters (0 without parcels)" in result.stdout
+    found = gpd.read_file(out)
+    iou = matches(found, truth)
+    assert len(found) == len(truth), found
+    assert (iou.max(axis=1) >= 0.99).all() and ((iou >= 0.5).sum(axis=0) == 1).all()
+    assert set(found.source) == {str(vrt.resolve())}
 
 
 @pytest.mark.usefixtures("perfect_model")
