@@ -107,6 +107,7 @@ def test_local_cluster_equals_in_process(
     assert result.exit_code == 0, result.output
     assert parcels(out) == reference
     assert "peak memory per worker" in result.stdout
+    assert "Dask dashboard: http://" in result.output  # the scale extra brings bokeh
 
 
 def free_port() -> int:
