@@ -1,24 +1,21 @@
-"""Offscreen pictures of the plugin's panel after "Find every parcel in view", and of the
-Diagnostics dialog, for docs/qgis-plugin.md.
+"""Pictures of the plugin's panel after "Find every parcel in view", and of the Diagnostics
+dialog, for docs/qgis-plugin.md.
 
-    QT_QPA_PLATFORM=offscreen <QGIS venv>/bin/python scripts/qgis_find_in_view_screenshot.py \
+    xvfb-run -a <QGIS venv>/bin/python scripts/qgis_find_in_view_screenshot.py \
         [--model DIR] [--raster TIF] [--view COL0,ROW0,COL1,ROW1] [-o docs/images]
 
-Runs in QGIS's Python (``make test-qgis``'s venv, which has onnxruntime) without a display:
-the map (raster, preview parcels in orange, accepted ones in red) is rendered by QGIS's map
-renderer and the panel grabbed as a widget, side by side in ``find-in-view.png``; the dialog
-goes to ``diagnostics.png``. Defaults are the plugin tests' fixtures (an untrained tiny model
-given open thresholds, as tests/test_find_in_view.py does): the outlines are the shapes of
-random weights; give a trained model for real parcels.
+Runs in QGIS's Python (``make test-qgis``'s venv, which has onnxruntime) on a display (Xvfb,
+so that widgets are drawn as on a desktop, fonts included): the map (raster, preview parcels
+in orange, accepted ones in red) is rendered by QGIS's map renderer and the panel grabbed as a
+widget, side by side in ``find-in-view.png``; the dialog goes to ``diagnostics.png``. Defaults
+are the plugin tests' fixtures: the tiny model tuned on another synthetic scene, with its
+tuned automatic-mode thresholds, over part of the tests' scene.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +29,7 @@ from qgis.core import (
     QgsRectangle,
 )
 from qgis.gui import QgsMapCanvas, QgsMessageBar
-from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtCore import QEvent, QSize, Qt
 from qgis.PyQt.QtGui import QColor, QImage, QPainter
 from qgis.PyQt.QtWidgets import QApplication
 
@@ -64,18 +61,6 @@ def wait_for(condition, status, timeout: float = 120.0) -> None:
         time.sleep(0.02)
 
 
-def untrained_variant(model: Path, target: Path) -> Path:
-    """The fixture model with the open thresholds its random masks need (see the tests)."""
-    target.mkdir()
-    for name in ("encoder.onnx", "decoder.onnx"):
-        (target / name).symlink_to(model / name)
-    manifest = json.loads((model / "manifest.json").read_text())
-    manifest["auto_thresholds"] = {"pred_iou_thresh": 0.0, "stability_thresh": 0.0}
-    manifest["mask_threshold"] = 0.1
-    (target / "manifest.json").write_text(json.dumps(manifest))
-    return target
-
-
 def render_map(extent: QgsRectangle, layers: list, crs) -> QImage:
     settings = QgsMapSettings()
     settings.setLayers(layers)
@@ -94,7 +79,7 @@ def render_map(extent: QgsRectangle, layers: list, crs) -> QImage:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--model", type=Path, default=FIXTURES / "model")
     parser.add_argument("--raster", type=Path, default=FIXTURES / "scene" / "scene.tif")
     parser.add_argument("--view", default="0,0,512,512", help="raster pixels in view")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "images")
@@ -103,13 +88,11 @@ def main() -> int:
     sys.path.insert(0, str(args.plugin_dir))
     app = QgsApplication([], True)
     app.initQgis()
-    scratch = Path(tempfile.mkdtemp())
     try:
-        model = args.model or untrained_variant(FIXTURES / "model", scratch / "model")
-        shoot(args, model)
+        shoot(args, args.model)
     finally:
-        shutil.rmtree(scratch)
         QgsProject.instance().removeAllMapLayers()
+        app.exitQgis()
     return 0
 
 
@@ -150,8 +133,8 @@ def shoot(args: argparse.Namespace, model: Path) -> None:
     preview = finder.preview
     if preview.featureCount() < 2:
         raise SystemExit("found fewer than 2 parcels in view: give another --view")
-    first = min(feature.id() for feature in preview.getFeatures())
-    preview.selectByIds([first])
+    largest = max(preview.getFeatures(), key=lambda feature: feature.geometry().area())
+    preview.selectByIds([largest.id()])
     finder.accept(selected_only=True)
     preview.removeSelection()
     output = dock.output_layer()
@@ -181,7 +164,11 @@ def shoot(args: argparse.Namespace, model: Path) -> None:
     painter.drawImage(picture.width(), 0, panel)
     painter.end()
     args.output.mkdir(parents=True, exist_ok=True)
-    combined.save(str(args.output / "find-in-view.png"))
+    # 256 colours (dithered) keep the picture a third of its size, for the docs
+    indexed = combined.convertToFormat(
+        QImage.Format.Format_Indexed8, Qt.ImageConversionFlag.DiffuseDither
+    )
+    indexed.save(str(args.output / "find-in-view.png"))
 
     cache = controller.cache
     dialog = DiagnosticsDialog(
@@ -193,6 +180,11 @@ def shoot(args: argparse.Namespace, model: Path) -> None:
     print(f"wrote {args.output / 'find-in-view.png'} and {args.output / 'diagnostics.png'}")
     finder.unload()
     controller.unload()
+    # On a display (xcb) windows left to Python's teardown outlive QGIS and crash it at exit.
+    for widget in (dialog, dock, canvas):
+        widget.close()
+        widget.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 if __name__ == "__main__":

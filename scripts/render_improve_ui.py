@@ -1,7 +1,7 @@
 """Picture of the plugin's improve loop: the dock with "Improve the model" and the
-before/after dialog, rendered offscreen side by side (no QGIS window needed).
+before/after dialog, grabbed side by side on a display (Xvfb: widgets drawn as on a desktop).
 
-    QT_QPA_PLATFORM=offscreen QGIS_VENV/bin/python scripts/render_improve_ui.py \
+    xvfb-run -a QGIS_VENV/bin/python scripts/render_improve_ui.py \
         --report NEW_MODEL/improve_report.json [-o docs/images/qgis-improve.png]
 
 Run with the QGIS test venv's Python (the dock needs onnxruntime's runtime modules) after
@@ -27,7 +27,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "build" / "qgis_plugin"))
 
     from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+    from qgis.PyQt.QtCore import QEvent
     from qgis.PyQt.QtGui import QColor, QPainter, QPixmap
+    from qgis.PyQt.QtWidgets import QApplication
 
     app = QgsApplication([], False)
     app.initQgis()
@@ -62,6 +64,11 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(str(args.output))
     print(args.output)
+    # On a display (xcb) windows left to Python's teardown outlive QGIS and crash it at exit.
+    for widget in (dock, dialog):
+        widget.close()
+        widget.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     del dock, dialog, raster
     QgsProject.instance().removeAllMapLayers()
     app.exitQgis()

@@ -318,11 +318,19 @@ def test_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
 
 @pytest.mark.parametrize(
     ("ir_version", "opset", "minimum"),
-    [(8, 17, "1.12"), (7, 17, "1.12"), (10, 17, "1.18"), (9, 21, "1.18"), (8, 12, "1.10")],
+    [
+        (8, 17, "1.12"),
+        (7, 17, "1.12"),
+        (10, 17, "1.18"),
+        (9, 21, "1.18"),
+        (9, 19, "1.16"),
+        (8, 12, "1.9"),
+        (8, 16, "1.11"),
+    ],
 )
 def test_min_onnxruntime_follows_ir_and_opset(ir_version: int, opset: int, minimum: str) -> None:
     """The later of the IR version's and the opset's first onnxruntime, compared as versions
-    (1.10 is after 1.9)."""
+    (1.11 is after 1.9)."""
     fields = runtime_fields(ir_version, opset)
     assert fields == {"onnx_ir_version": ir_version, "min_onnxruntime": minimum}
 

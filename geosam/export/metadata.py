@@ -131,12 +131,14 @@ def model_fields(
 
 # The first onnxruntime release that reads each ONNX IR version and implements each opset of
 # the default domain, from onnxruntime's compatibility table ("ONNX opset support",
-# https://onnxruntime.ai/docs/reference/compatibility.html): an older one refuses the file
-# ("Unsupported model IR version") or the opset, the failure users of other QGIS SAM plugins
-# meet with an old onnxruntime and a new export. Entries start where geosam's exports can be
-# (MIN_OPSET 12, torch's exporter writing IR 7+); a newer IR or opset than the table knows
-# raises, so the table is extended rather than a wrong minimum written.
-ONNXRUNTIME_FOR_IR = {7: "1.3", 8: "1.10", 9: "1.15", 10: "1.18", 11: "1.23"}
+# https://onnxruntime.ai/docs/reference/compatibility.html, source docs/reference/
+# compatibility.md of microsoft/onnxruntime's gh-pages; it lists releases up to 1.20): an older
+# one refuses the file ("Unsupported model IR version") or the opset, the failure users of
+# other QGIS SAM plugins meet with an old onnxruntime and a new export. Entries start where
+# geosam's exports can be (MIN_OPSET 12, torch's exporter writing IR 7+) and stop where that
+# table does (torch's TorchScript exporter writes opset 20 at most); a newer IR or opset
+# raises, so the table is extended from the source rather than a guessed minimum written.
+ONNXRUNTIME_FOR_IR = {7: "1.3", 8: "1.9", 9: "1.16", 10: "1.18"}
 ONNXRUNTIME_FOR_OPSET = {
     12: "1.3",
     13: "1.6",
@@ -148,8 +150,6 @@ ONNXRUNTIME_FOR_OPSET = {
     19: "1.15",
     20: "1.17",
     21: "1.18",
-    22: "1.21",
-    23: "1.23",
 }
 
 

@@ -75,13 +75,21 @@ def requirement(minimum: str | None) -> str:
 
 def install_command(minimum: str | None, target: Path) -> list[str]:
     """pip, run by QGIS's Python, installing onnxruntime (``>= minimum``) into ``target``;
-    ``--upgrade`` replaces an older copy pip put there before."""
+    ``--upgrade`` replaces an older copy pip put there before.
+
+    ``--no-deps``: with ``--target`` pip ignores what QGIS's Python already has and would put
+    onnxruntime's whole dependency tree in ``target``, numpy 2 included; ``target`` goes first
+    on ``sys.path`` (:func:`use_deps`), so that numpy would shadow the numpy 1.x QGIS's GDAL is
+    built on. Of its dependencies onnxruntime imports only numpy to run a model (the others
+    serve its tools), and QGIS always has numpy, so onnxruntime alone is installed.
+    """
     return [
         python_executable(),
         "-m",
         "pip",
         "install",
         "--upgrade",
+        "--no-deps",
         "--target",
         str(target),
         requirement(minimum),

@@ -4,7 +4,7 @@ The plugin is imported from what scripts/build_plugin.py staged under build/qgis
 (the source folder lacks the runtime it bundles), the tiny model, the synthetic scene and the
 CLI's masks on it from build/qgis-fixtures, made beforehand by the main venv's ``geosam
 export-onnx``, ``geosam synth`` and scripts/parity_fixture.py (QGIS's Python has neither torch
-nor rasterio). Both places can be moved with
+nor rasterio), and a weak model for the improve tests. Both places can be moved with
 GEOSAM_QGIS_PLUGIN_DIR and GEOSAM_QGIS_FIXTURES.
 """
 
@@ -56,6 +56,13 @@ def model_dir() -> Path:
     """The tiny SAM tuned from the shipped stand-in on another scene (Makefile): its masks
     are parcels."""
     return _fixture(FIXTURES / "model")
+
+
+@pytest.fixture(scope="session")
+def weak_model_dir() -> Path:
+    """The same tiny SAM tuned on parcels drawn short of their edges (Makefile), with its run
+    folder: weak on the scene, so that improving it with the true parcels gains."""
+    return _fixture(FIXTURES / "weak_model")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Improving the model from corrected parcels: the CLI's location, the refusals made before
 anything starts, and the real ``geosam improve`` run from the dock's task and from the
-Processing algorithm.
+Processing algorithm, on the weak fixture model (tuned on parcels drawn short of their edges)
+corrected with the scene's true parcels: the held-aside box mIoU must rise.
 
 The real runs need the geosam CLI of the main venv (``make qgis-tests`` sets GEOSAM_CLI to
 it); without it they are skipped with one line, except under CI=true, where they must run.
@@ -31,6 +32,10 @@ from qgis.PyQt.QtWidgets import QApplication
 
 # One epoch without flips or threshold tuning: the loop, not the model's quality, is tested.
 FAST = "--epochs 1 --no-calibration INPUT.HFLIP False INPUT.VFLIP False INPUT.ROT90 False"
+# Enough training for the weak model to learn where the fields' edges are (the gain held for
+# every held-aside seed tried: docs/design-notes.md); no threshold tuning, which is not scored.
+GAIN_EPOCHS = 4
+GAIN = f"--epochs {GAIN_EPOCHS} --no-calibration"
 
 
 def real_cli() -> str:
@@ -99,15 +104,15 @@ def test_find_cli_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 @pytest.fixture
 def dock(
-    qgis_iface: QgisInterface, raster_layer: QgsRasterLayer, model_dir: Path, tmp_path: Path
+    qgis_iface: QgisInterface, raster_layer: QgsRasterLayer, weak_model_dir: Path, tmp_path: Path
 ) -> Iterator:
-    """The dock with its improve action, on the scene, with a copy of the tiny model (the new
+    """The dock with its improve action, on the scene, with a copy of the weak model (the new
     one goes beside it, in tmp_path)."""
     from conftest import model_variant
     from geosam_qgis.dock import SegmentDock
     from geosam_qgis.improve_action import ImproveAction
 
-    model = model_variant(model_dir, tmp_path / "model")
+    model = model_variant(weak_model_dir, tmp_path / "model")
     widget = SegmentDock()
     widget.raster_combo.setLayer(raster_layer)
     widget.model_widget.setFilePath(str(model))
@@ -165,8 +170,11 @@ def fast_cli(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def test_dock_improves_and_switches(
     dock, fast_cli: str, scene: Path, project: QgsProject, tmp_path: Path
 ) -> None:
-    """The output layer's parcels → a new model beside the old one, the before/after dialog,
-    and "Use the new model" puts it in the dock."""
+    """The output layer's parcels → a new model beside the old one, better than it on the
+    held-aside parcels, the before/after dialog, and "Use the new model" puts it in the dock."""
+    from geosam_qgis.improve import OPTIONS_SETTING
+
+    QgsSettings().setValue(OPTIONS_SETTING, GAIN)
     layer = parcels_layer(scene)
     project.addMapLayer(layer)
     dock.dock.output_combo.setLayer(layer)
@@ -178,7 +186,7 @@ def test_dock_improves_and_switches(
     assert task.status() == QgsTask.TaskStatus.Complete, task.error
     new_model = tmp_path / "model_improved"
     report = json.loads((new_model / "improve_report.json").read_text())
-    assert report["before"]["box"]["mIoU"] >= 0 and report["after"]["box"]["mIoU"] >= 0
+    assert_gain(report)
     assert progress and max(progress) == 100
     wait_for(lambda: dock.dialog is not None, 10)
     assert (
@@ -206,7 +214,16 @@ def test_dock_cancel_keeps_old_model(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
-def test_processing_algorithm(provider: None, model_dir: Path, scene: Path, tmp_path: Path) -> None:
+def assert_gain(report: dict) -> None:
+    """The report scores both models on the same held-aside prompts, and the new one wins."""
+    before, after = report["before"]["box"], report["after"]["box"]
+    assert before["prompts"] == after["prompts"] > 0
+    assert after["mIoU"] > before["mIoU"], report
+
+
+def test_processing_algorithm(
+    provider: None, weak_model_dir: Path, scene: Path, tmp_path: Path
+) -> None:
     import processing
 
     real_cli()
@@ -217,17 +234,18 @@ def test_processing_algorithm(provider: None, model_dir: Path, scene: Path, tmp_
         {
             "RASTER": str(scene),
             "PARCELS": parcels,
-            "MODEL": str(model_dir),
+            "MODEL": str(weak_model_dir),
             "OUTPUT": str(output),
-            "EPOCHS": 1,
+            "EPOCHS": GAIN_EPOCHS,
             "CALIBRATE": False,
-            "OPTIONS": "INPUT.HFLIP False INPUT.VFLIP False INPUT.ROT90 False",
+            "SEED": 1,  # other held-aside parcels than the dock's
         },
     )
     assert result["OUTPUT"] == str(output)
     report = json.loads(Path(result["REPORT"]).read_text())
     assert report["new_model"] == str(output.resolve())
     assert report["parcels"]["held_aside"] + report["parcels"]["trained_on"] == 18
+    assert_gain(report)
     assert (output / "encoder.onnx").is_file() and (output / "improve_report.md").is_file()
 
 
