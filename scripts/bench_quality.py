@@ -328,13 +328,13 @@ def whole_rasters(
 ) -> dict[str, Any]:
     """Issue 14's scoring of what users get: the exported models through ``geosam segment`` on
     the whole held-out images and whole fields (scripts/bench_whole_rasters.py), prompt mode
-    against box-fill and automatic mode's object F1."""
+    (also with test-time flips) against box-fill and automatic mode's object F1."""
     result_path = out / "whole-rasters" / "whole-rasters.json"
     arguments = [
         *(f"--model={name}={folder}" for name, folder in models.items()),
         "--images", *map(str, images),
         "--truth", str(labels), "--truth-layer", "fields", "--id-field", "field_id",
-        "-o", str(out / "whole-rasters"),
+        "-o", str(out / "whole-rasters"), "--flip-tta",
     ]  # fmt: skip
     timings.run(
         "whole held-out rasters through geosam segment (prompts, automatic mode)",

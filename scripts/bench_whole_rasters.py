@@ -44,6 +44,7 @@ from shapely.ops import polylabel
 from geosam.segment.score_report import score_parcel_files
 
 PROMPT_KINDS = ("box", "point")
+FLIPS = ("--flip-tta",)
 
 
 def geosam(*args: str) -> None:
@@ -128,8 +129,10 @@ def prompt_mode(
     truth: gpd.GeoDataFrame,
     id_field: str,
     out: Path,
+    options: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Box and point prompts on every field of every raster through ``geosam segment``."""
+    """Box and point prompts on every field of every raster through ``geosam segment``
+    (with ``options``, e.g. ``--flip-tta``)."""
     metric_crs = truth.crs if truth.crs.is_projected else None
     per_kind: dict[str, list[np.ndarray]] = {kind: [] for kind in (*PROMPT_KINDS, "box_fill")}
     for raster in rasters:
@@ -142,7 +145,7 @@ def prompt_mode(
         polygons_path = out / f"{raster.stem}-parcels.gpkg"
         geosam(
             "segment", str(raster), "--model", str(model), "--prompts", str(prompts_path),
-            "-o", str(polygons_path), "--quiet",
+            "-o", str(polygons_path), "--quiet", *options,
         )  # fmt: skip
         polygons = gpd.read_file(polygons_path)
         ious = prompt_ious(fields, prompts, polygons, id_field, metric_crs or raster_crs)
@@ -199,8 +202,13 @@ def bench_model(args: argparse.Namespace, name: str, model: Path) -> dict[str, A
     prompts = prompt_mode(model, args.images, truth, args.id_field, out)
     prompt_seconds = time.perf_counter() - start
     auto = auto_mode(model, args.images, args.truth, args.truth_layer, out, args.auto_args)
+    flips = {}
+    if args.flip_tta:
+        (out / "flips").mkdir(exist_ok=True)
+        flips = prompt_mode(model, args.images, truth, args.id_field, out / "flips", FLIPS)
     return {
         "prompts": prompts,
+        "prompts_flips": flips,
         "auto": auto,
         "seconds": {
             "prompts": round(prompt_seconds, 1),
@@ -225,6 +233,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         )
         cells = [str(results[n]["prompts"][kind]["without_polygon"]) for n in names]
         lines.append(f"| {kind} prompts without a polygon | – | " + " | ".join(cells) + " |")
+        if all(results[n].get("prompts_flips") for n in names):
+            cells = [f"{results[n]['prompts_flips'][kind]['mIoU']:.3f}" for n in names]
+            lines.append(f"| {kind} prompt mIoU, `--flip-tta` | – | " + " | ".join(cells) + " |")
     for key, title in (
         ("f1", "automatic: object F1@0.5"),
         ("precision", "automatic: precision"),
@@ -256,6 +267,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--truth", type=Path, required=True)
     parser.add_argument("--truth-layer")
     parser.add_argument("--id-field", required=True)
+    parser.add_argument(
+        "--flip-tta",
+        action="store_true",
+        help="also score prompt mode with test-time flips (4x the model runs)",
+    )
     parser.add_argument(
         "--auto-args",
         nargs=argparse.REMAINDER,
