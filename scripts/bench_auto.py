@@ -2,7 +2,7 @@
 
 Automatic mode's cost is the decoder: one call per grid point of every window. With
 ``AutoParams.skip_found`` a point inside a mask already accepted is not decoded (design notes,
-"Automatic mode"). This script runs ``geosam segment --auto`` both ways on the same raster
+"Automatic mode"). This script runs ``geosam segment --auto`` both ways on the same rasters
 and model, in turns (``--repeat`` rounds, so load from other processes falls on both alike),
 and scores each parcel map against the true parcels with :mod:`geosam.segment.score`
 (object precision, recall and F1 at IoU 0.5, one to one, and the matched mean IoU), in the
@@ -10,8 +10,8 @@ raster's valid footprint. Throughput is km² of raster per CPU-hour, CPU-hours b
 x ``--threads`` / 3600 (onnxruntime's intra-op threads, pinned).
 
 The scene is a synthetic one (``geosam synth``, ``--size`` and ``--seed``: use a seed the
-model was not trained on) unless ``--raster`` and ``--truth`` name a real one; the model is
-any exported folder (``geosam demo``'s DIR/model, the stand-in, a NAIP-tuned export)::
+model was not trained on) unless ``--raster`` (one or more) and ``--truth`` name real ones; the
+model is any exported folder (``geosam demo``'s DIR/model, the stand-in, a NAIP-tuned export)::
 
     python scripts/bench_auto.py --model demo/model --size 2048 --seed 7 \\
         --pred-iou-thresh 0.6 --stability-thresh 0.8 -o out/bench_auto
@@ -31,7 +31,7 @@ from pyproj import CRS
 
 from geosam.data.synthetic import make_scene
 from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, AutoParams
-from geosam.segment import SegmentParams, segment_auto
+from geosam.segment import SegmentParams, segment_region
 from geosam.segment.polygons import geodesic_area
 from geosam.segment.score import score_parcel_map
 from geosam.segment.score_inputs import raster_area
@@ -58,7 +58,7 @@ class Side:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="An exported model folder.")
-    parser.add_argument("--raster", type=Path, help="A real raster (with --truth).")
+    parser.add_argument("--raster", type=Path, nargs="+", help="Real rasters (with --truth).")
     parser.add_argument("--truth", type=Path, help="Its true parcel polygons.")
     parser.add_argument("--size", type=int, default=2048, help="Synthetic scene side, px.")
     parser.add_argument("--seed", type=int, default=7, help="Synthetic scene seed (unseen).")
@@ -76,8 +76,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def scene(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The raster and its truth: the ones given, or a synthetic scene made once."""
+def scene(args: argparse.Namespace) -> tuple[list[Path], Path]:
+    """The rasters and their truth: the ones given, or a synthetic scene made once."""
     if args.raster is not None:
         return args.raster, args.truth
     folder = args.output / f"scene-{args.size}-{args.seed}"
@@ -85,15 +85,15 @@ def scene(args: argparse.Namespace) -> tuple[Path, Path]:
     if not raster.is_file():
         files = make_scene(folder, size=args.size, seed=args.seed, progress=False)
         raster, truth = files.raster, files.labels
-    return raster, truth
+    return [raster], truth
 
 
 def main() -> None:
     args = parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    raster, truth_path = scene(args)
-    area = raster_area(raster)
-    km2 = float(geodesic_area([area.geometry], CRS(area.crs))[0]) / 1e6
+    rasters, truth_path = scene(args)
+    areas = [raster_area(raster) for raster in rasters]
+    km2 = sum(float(geodesic_area([a.geometry], CRS(a.crs))[0]) for a in areas) / 1e6
     segment = SegmentParams(threads=args.threads)
     seconds: dict[str, list[float]] = {name: [] for name in SIDES}
     given = {
@@ -111,16 +111,16 @@ def main() -> None:
             output = args.output / f"{name.replace(' ', '-')}.gpkg"
             output.unlink(missing_ok=True)
             start = time.perf_counter()
-            results[name] = segment_auto(
-                raster, args.model, output, segment, params, args.min_area, False,
-                thresholds=given,
+            results[name] = segment_region(
+                rasters, args.model, output, segment, params, args.min_area,
+                DEFAULT_MIN_AREA_M2, given, progress=False,
             )  # fmt: skip
             seconds[name].append(time.perf_counter() - start)
     truth = gpd.read_file(truth_path)
     sides = []
     for name in SIDES:
         result = results[name]
-        scores = score_parcel_map(gpd.read_file(result.output), truth, [area]).overall.scores
+        scores = score_parcel_map(gpd.read_file(result.output), truth, areas).overall.scores
         fastest = min(seconds[name])
         sides.append(
             Side(
@@ -136,21 +136,22 @@ def main() -> None:
                 scores.matched_miou,
             )
         )
-    report(args, raster, km2, sides)
+    report(args, rasters, km2, sides)
 
 
 def threshold(value: float | None) -> str:
     return "the model's (or SAM's)" if value is None else f"{value:g}"
 
 
-def report(args: argparse.Namespace, raster: Path, km2: float, sides: list[Side]) -> None:
+def report(args: argparse.Namespace, rasters: list[Path], km2: float, sides: list[Side]) -> None:
     """The side-by-side table (markdown, printed) and bench_auto.json."""
 
     def number(value: float | None, digits: int = 3) -> str:
         return "–" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        f"{raster} ({km2:.2f} km²), model {args.model}, {args.threads} thread(s), "
+        f"{', '.join(r.name for r in rasters)} ({km2:.2f} km²), model {args.model}, "
+        f"{args.threads} thread(s), "
         f"{args.points_per_side}² points, pred IoU ≥ {threshold(args.pred_iou_thresh)}, "
         f"stability ≥ {threshold(args.stability_thresh)}, fastest of {args.repeat} round(s)",
         "",
@@ -176,7 +177,7 @@ def report(args: argparse.Namespace, raster: Path, km2: float, sides: list[Side]
     ]
     print("\n".join(lines))
     summary = {
-        "raster": str(raster),
+        "rasters": [str(r) for r in rasters],
         "km2": km2,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "sides": [asdict(side) for side in sides],
