@@ -179,11 +179,11 @@ def report(args: argparse.Namespace, rasters: list[Path], km2: float, sides: lis
     summary = {
         "rasters": [str(r) for r in rasters],
         "km2": km2,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": vars(args),
         "sides": [asdict(side) for side in sides],
         "km2_per_cpu_hour_ratio": ratio,
     }
-    (args.output / "bench_auto.json").write_text(json.dumps(summary, indent=2))
+    (args.output / "bench_auto.json").write_text(json.dumps(summary, indent=2, default=str))
 
 
 if __name__ == "__main__":
