@@ -626,6 +626,12 @@ def export_checkpoint(
     "processes (1: in this process, no cluster).",
 )
 @click.option(
+    "--threads",
+    type=int,
+    help="onnxruntime threads per process (default: all cores in this process, 1 in each "
+    "--workers process; a --scheduler's workers: all their cores).",
+)
+@click.option(
     "--scheduler",
     help="--auto: run the blocks on the Dask cluster at this address (tcp://host:8786) "
     "instead; its workers need geosam and the rasters and model at the same paths or URLs.",
@@ -671,6 +677,7 @@ def segment(
     overlapping: bool,
     skip_found: bool,
     workers: int,
+    threads: int | None,
     scheduler: str | None,
     block_windows: int,
     skip_bad: bool,
@@ -692,6 +699,8 @@ def segment(
         raise GeosamError("--layer and --label-field select prompts: use them with --prompts")
     if overlapping and not auto:
         raise GeosamError("--overlapping is an --auto option: prompts give one polygon each")
+    if threads is not None and threads < 1:
+        raise GeosamError(f"--threads must be 1 or more, got {threads}")
     if not auto and (workers != 1 or scheduler or overwrite):
         raise GeosamError(
             "--workers, --scheduler and --overwrite are --auto options: prompts run in-process"
@@ -705,6 +714,7 @@ def segment(
         crs=crs,
         all_parts=all_parts,
         flip_tta=flip_tta,
+        threads=threads,
     )
     if auto:
         from geosam.segment.dask_run import Engine

@@ -3,8 +3,10 @@
 A synthetic mosaic of ``--grid`` x ``--grid`` abutting rasters of ``--size``² pixels at 1 m (one
 ``geosam synth`` scene cut along a grid, so parcels cross the raster edges as they do between
 a county's quarter-quads) is segmented in automatic mode by the model in ``--model`` (any exported
-folder: the stand-in, ``geosam demo``'s DIR/model) with ``--workers 1`` (in-process) and
-``--workers 2`` (a LocalCluster), in turns. Each run is a fresh ``geosam segment`` process,
+folder: the stand-in, ``geosam demo``'s DIR/model) three ways, in turns: ``--workers 1``
+in-process as a user runs it (onnxruntime's default threads: every core), ``--workers 1
+--threads 1`` (one core: the unit that workers scale) and ``--workers 2`` (a LocalCluster of
+two single-threaded workers). Each run is a fresh ``geosam segment`` process,
 so the figures include starting the cluster and loading the model, as a user's run does.
 Printed: km²/hour, parcels/s and the speed-up of 2 workers over 1; the peak memory of each
 worker, also for a mosaic of ``--small-size`` rasters, to show that it follows the window
@@ -86,6 +88,11 @@ def mosaic(folder: Path, grid: int, size: int) -> Path:
     return folder / "rasters"
 
 
+# (workers, onnxruntime threads per worker): in-process as a user runs it (all cores), one
+# single-threaded process (the unit the workers scale), two workers of one thread each
+RUNS = ((1, "default"), (1, "1"), (2, "1"))
+
+
 def cpu_seconds() -> float:
     """CPU seconds of this script's finished child processes and theirs (a run's workers):
     beside the wall seconds, it shows whether a run had its cores to itself."""
@@ -93,12 +100,14 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(rasters: str, args: argparse.Namespace, workers: int, out: Path) -> dict:
+def run(rasters: str, args: argparse.Namespace, workers: int, threads: str, out: Path) -> dict:
     """One ``geosam segment --auto`` process; its summary figures and wall seconds."""
     command = [sys.executable, "-m", "geosam", "segment", "--quiet", rasters, "--auto",
                "--model", str(args.model), "-o", str(out), "--workers", str(workers),
                "--points-per-side", str(args.points_per_side),
                "--block-windows", str(args.block_windows), "--overwrite"]  # fmt: skip
+    if threads != "default":
+        command += ["--threads", threads]
     for option in ("pred_iou_thresh", "stability_thresh"):
         if getattr(args, option) is not None:
             command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
@@ -111,6 +120,7 @@ def run(rasters: str, args: argparse.Namespace, workers: int, out: Path) -> dict
     peaks = [int(p) for p in found["peaks"].split(",")]
     return {
         "workers": workers,
+        "threads": threads,
         "seconds": seconds,
         "cpu": used,
         "parcels": int(found["parcels"]),
@@ -126,20 +136,28 @@ def main() -> None:
     rows = []
     for size in (args.size, args.small_size):
         folder = mosaic(args.output / f"mosaic-{size}", args.grid, size)
-        for workers in (1, 2):
-            out = args.output / f"parcels-{size}-{workers}.gpkg"
-            row = run(str(folder), args, workers, out)
+        for workers, threads in RUNS:
+            out = args.output / f"parcels-{size}-{workers}-{threads}.gpkg"
+            row = run(str(folder), args, workers, threads, out)
             rows.append({"size": size, **row})
-    print("| raster side | workers | s | CPU s | km²/h | parcels/s | windows | peak MiB / worker |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| raster side | workers | threads each | s | CPU s | km²/h | parcels/s | windows "
+        "| peak MiB / worker |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['size']} | {r['workers']} | {r['seconds']:.0f} | {r['cpu']:.0f} | "
+            f"| {r['size']} | {r['workers']} | {r['threads']} | {r['seconds']:.0f} | "
+            f"{r['cpu']:.0f} | "
             f"{r['km2'] / r['seconds'] * 3600:.1f} | {r['parcels'] / r['seconds']:.2f} | "
             f"{r['windows']} | {r['peak_mib']} |"
         )
-    one, two = rows[0], rows[1]
-    print(f"\n2 workers / 1 worker ({args.size} px): {one['seconds'] / two['seconds']:.2f}x")
+    default, one, two = rows[:3]
+    print(
+        f"\n2 workers / 1 worker of one thread ({args.size} px): "
+        f"{one['seconds'] / two['seconds']:.2f}x; 2 workers / 1 in-process with onnxruntime's "
+        f"default threads: {default['seconds'] / two['seconds']:.2f}x"
+    )
     vit_b = args.grid**2 * len(auto_tiling((args.size, args.size), (1.0, 1.0), 1.0, 1024))
     for workers in (1, 2):
         hours = vit_b * args.vit_b_window_s / workers / 3600

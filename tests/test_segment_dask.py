@@ -110,6 +110,19 @@ def test_local_cluster_equals_in_process(
     assert "Dask dashboard: http://" in result.output  # the scale extra brings bokeh
 
 
+def test_one_thread_equals_the_default(
+    mosaic: Path, model_dir: Path, reference: list, tmp_path: Path
+) -> None:
+    """--threads only sets onnxruntime's threads: the parcels do not change; 0 is refused."""
+    out = tmp_path / "one-thread.gpkg"
+    result = segment(mosaic, model_dir, out, "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert parcels(out) == reference
+    result = segment(mosaic, model_dir, tmp_path / "none.gpkg", "--threads", "0")
+    assert result.exit_code == 2 and "--threads must be 1 or more" in result.stderr
+    assert not (tmp_path / "none.gpkg").exists()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -127,7 +127,8 @@ def segment_region(
     driver, out_crs = prepare_output(output, params)
     paths = expand_raster_paths(rasters)
     engine = options.engine
-    threads = params.threads if engine.in_process else 1 if engine.scheduler is None else None
+    # a LocalCluster has a process per core: one thread each unless the user said otherwise
+    threads = params.threads or (1 if engine.scheduler is None and not engine.in_process else None)
     template = BlockTask(
         "", "", (0, 0), options.block_windows, str(model_dir), auto, min_area_m2,
         min_hole_m2, params.min_score, params.window.max_upsample, threads, params.flip_tta,
