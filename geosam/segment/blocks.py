@@ -13,9 +13,10 @@ the same :class:`~geosam.runtime.auto.MaskMerger` that joins windows, with block
 place of windows (:func:`merge_blocks`): a block is a large window, its parcels are that
 window's candidates, so pieces are joined by :func:`~geosam.runtime.masks.seen_alike`,
 duplicates suppressed and contested pixels claimed by the rules the window loop uses. A
-border parcel travels as its outline in whole grid pixels and is rasterized back exactly on
-the tiling grid for that, one block row at a time. Every other parcel is final where it
-was found.
+border parcel travels as its outline in whole grid pixels and, for that merge, its mask
+(bit-packed: an eighth of a byte per pixel of its box, and no rasterizing back on the
+client); one that the merge leaves as it was keeps its outline. Every other parcel is final
+where it was found.
 
 Each block's result is the same wherever it runs, so ``--workers 1`` and ``--workers N``
 give the same parcels.
@@ -28,14 +29,12 @@ import os
 import socket
 import sys
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import shapely
-from affine import Affine
-from rasterio import features
 
 from geosam.runtime import SamModel
 from geosam.runtime.auto import AutoParams, AutoSegmenter, MaskMerger, TileWindow, Tiling
@@ -207,6 +206,7 @@ def parcel_row(mask: AutoMask, polygon: shapely.Geometry, border: bool) -> dict:
         "stability": mask.stability,
         "border": border,
         "cut": mask.cut,
+        "bits": np.packbits(mask.mask).tobytes() if border else None,
         "box": list(mask.box),
         "seen": [list(box) for box in mask.seen],
     }
@@ -223,15 +223,11 @@ def peak_memory() -> int:
 
 
 def row_mask(row: Mapping) -> AutoMask:
-    """A border parcel back on the tiling grid: its outline rasterized in its box, exactly
-    (the outline runs along grid pixel edges, so each pixel centre is inside or out)."""
+    """A border parcel back on the tiling grid, as its block found it."""
     box: GridBox = tuple(row["box"])
-    mask = features.rasterize(
-        [shapely.from_wkb(row["wkb"])],
-        out_shape=(box[3] - box[1], box[2] - box[0]),
-        transform=Affine.translation(box[0], box[1]),
-        dtype=np.uint8,
-    ).astype(bool)
+    shape = (box[3] - box[1], box[2] - box[0])
+    bits = np.frombuffer(row["bits"], np.uint8)
+    mask = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
     seen = tuple(tuple(b) for b in row["seen"])
     return AutoMask(box, mask, row["score"], row["stability"], seen, row["cut"])
 
@@ -248,6 +244,7 @@ def merge_blocks(
     order (``params`` with its areas in grid pixels); the rest are kept as they came."""
     merger = MaskMerger(block_layout(tiling, side), params)
     parcels, final = [], []
+    outlines: dict[GridBox, list[tuple[AutoMask, bytes]]] = {}
     for block in blocks(tiling, side):
         rows = results[block].rows
         parcels += [
@@ -255,14 +252,29 @@ def merge_blocks(
             for r in rows
             if not r["border"]
         ]
-        edge = [row_mask(r) for r in rows if r["border"]]
-        final += merger.add(block_tile(tiling, side, block), edge)
+        edge = [(row_mask(r), r["wkb"]) for r in rows if r["border"]]
+        for mask, wkb in edge:
+            outlines.setdefault(mask.box, []).append((mask, wkb))
+        final += merger.add(block_tile(tiling, side, block), [mask for mask, _ in edge])
     final += merger.flush()
     dropped.update(merger.dropped)
     for mask in final:
-        polygon = grid_polygon(mask.mask, mask.box[:2], GRID_PIXELS, params.coverage)
+        polygon = _kept_outline(mask, outlines.get(mask.box, ())) or grid_polygon(
+            mask.mask, mask.box[:2], GRID_PIXELS, params.coverage
+        )
         if polygon is None:
             dropped[EMPTY] += 1
             continue
         parcels.append((polygon, mask.score, mask.stability))
     return parcels
+
+
+def _kept_outline(
+    mask: AutoMask, found: Sequence[tuple[AutoMask, bytes]]
+) -> shapely.Geometry | None:
+    """The outline its block traced for ``mask`` when the merge left it as it was (same box,
+    same pixels): tracing it again would give the same polygon, at most of the merge's cost."""
+    for original, wkb in found:
+        if np.array_equal(original.mask, mask.mask):
+            return shapely.from_wkb(wkb)
+    return None
