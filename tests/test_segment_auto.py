@@ -665,6 +665,42 @@ def test_fill_holes_below_a_size() -> None:
     assert (fill_holes(mask, 0) == mask).all() and fill_holes(mask, 101).sum() == 40 * 40 - 25
 
 
+def holes_by_flood_fill(mask: np.ndarray, max_area: float) -> np.ndarray:
+    """The plain definition, for reference: flood the background (8-connected) from
+    outside; each other background region is a hole, filled when smaller than max_area."""
+    background = np.pad(~mask, 1, constant_values=True)
+    label = np.zeros(background.shape, int)
+    filled = mask.copy()
+    for start in zip(*np.nonzero(background), strict=True):
+        if label[start]:
+            continue
+        label[start] = region = label.max() + 1
+        stack, pixels = [start], []
+        while stack:
+            y, x = stack.pop()
+            pixels.append((y, x))
+            for dy, dx in itertools.product((-1, 0, 1), repeat=2):
+                near = (y + dy, x + dx)
+                if (0 <= near[0] < background.shape[0] and 0 <= near[1] < background.shape[1]
+                        and background[near] and not label[near]):  # fmt: skip
+                    label[near] = region
+                    stack.append(near)
+        if region > 1 and len(pixels) < max_area:  # region 1 holds the padding: outside
+            for y, x in pixels:
+                filled[y - 1, x - 1] = True
+    return filled
+
+
+def test_fill_holes_equals_flood_fill_on_random_masks() -> None:
+    """Speckled masks of every density, with holes of every shape, nested in islands."""
+    rng = np.random.default_rng(0)
+    for density in (0.3, 0.5, 0.6, 0.8, 0.95):
+        for _ in range(20):
+            mask = rng.random(tuple(rng.integers(1, 30, 2))) < density
+            for max_area in (1, 3, 20, 1000):
+                assert (fill_holes(mask, max_area) == holes_by_flood_fill(mask, max_area)).all()
+
+
 @pytest.mark.usefixtures("perfect_model")
 @pytest.mark.parametrize("simplify", [0.0, 2.5])
 def test_auto_coverage_shares_boundaries_and_fills_small_holes(

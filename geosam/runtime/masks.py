@@ -127,8 +127,8 @@ def fill_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
     if max_area <= 0 or mask.all():
         return mask
     background = np.pad(~mask, 1, constant_values=True)
-    rows, starts, ends, parent = _runs(background)
-    roots = np.array([_root(parent, i) for i in range(len(parent))])
+    rows, starts, ends = _runs(background)
+    roots = _components(len(rows), *_touching(rows, starts, ends, background.shape[1]))
     sizes = np.bincount(roots, weights=ends - starts)
     small = (sizes[roots] < max_area) & (roots != roots[0])  # run 0 is the outside's
     if not small.any():
@@ -139,30 +139,49 @@ def fill_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
     return filled
 
 
-def _runs(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    """The runs of True in each row of ``image`` (row, start, end-exclusive, row-major) and
-    a union-find forest joining runs of adjacent rows that touch, diagonals included."""
+def _runs(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of True in each row of ``image``: row, start, end (exclusive), row-major."""
     steps = np.diff(np.pad(image, ((0, 0), (1, 1))).astype(np.int8), axis=1)
     rows, starts = np.nonzero(steps == 1)
-    ends = np.nonzero(steps == -1)[1]
-    first = np.searchsorted(rows, np.arange(image.shape[0] + 1))
-    parent = list(range(len(rows)))
-    for row in range(image.shape[0] - 1):
-        a0, a1, b1 = first[row], first[row + 1], first[row + 2]
-        # runs of the next row with end >= this run's start and start <= its end
-        lows = np.searchsorted(ends[a1:b1], starts[a0:a1], "left") + a1
-        highs = np.searchsorted(starts[a1:b1], ends[a0:a1], "right") + a1
-        for run, low, high in zip(range(a0, a1), lows, highs, strict=True):
-            for other in range(low, high):
-                parent[_root(parent, other)] = _root(parent, run)
-    return rows, starts, ends, parent
+    return rows, starts, np.nonzero(steps == -1)[1]
 
 
-def _root(parent: list[int], i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return i
+def _touching(
+    rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a, b) of runs where b, in the row below a's, touches a, diagonals included
+    (b starts at or before a's end and ends at or after a's start). Rows are laid end to end
+    as one sorted key, so every run's range of partners is one search, not a loop."""
+    stride = width + 2
+    below = (rows + 1) * stride
+    first = np.searchsorted(rows * stride + ends, below + starts, "left")
+    last = np.searchsorted(rows * stride + starts, below + ends, "right")
+    counts = np.maximum(last - first, 0)
+    a = np.repeat(np.arange(len(rows)), counts)
+    offsets = np.arange(len(a)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return a, first[a] + offsets
+
+
+def _components(count: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The connected components of ``count`` nodes joined by edges (a, b): each node's
+    smallest node of its component. Each round hooks the larger of two roots an edge joins
+    to the smaller and flattens the trees, so the roots left fall fast and a round is a few
+    array operations, not a loop over the edges."""
+    label = np.arange(count)
+    while len(a):
+        la, lb = label[a], label[b]
+        apart = la != lb
+        if not apart.any():
+            break
+        low = np.minimum(la[apart], lb[apart])
+        np.minimum.at(label, la[apart], low)
+        np.minimum.at(label, lb[apart], low)
+        while True:
+            flat = label[label]
+            if np.array_equal(flat, label):
+                break
+            label = flat
+    return label
 
 
 def claim(
