@@ -9,7 +9,9 @@ DEMO_DIR ?= demo
 
 .PHONY: venv install lint test test-qgis qgis-tests demo clean
 
-$(BIN)/.deps-installed: pyproject.toml
+# Keyed by pyproject.toml's content (the venv's name), not its date: a fresh clone's
+# pyproject.toml is newer than any stamp, which rebuilt the venv on every clone.
+$(BIN)/.deps-installed:
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip setuptools wheel
