@@ -36,6 +36,13 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5
 # Times Dask reruns a block that raised (a worker that dies is reassigned by the scheduler).
 RETRIES = 3
+# glibc's malloc in a LocalCluster worker. Dask's nanny sets MALLOC_TRIM_THRESHOLD_ (to give
+# freed memory back), and setting any such variable also fixes malloc's mmap threshold at
+# 128 KiB, so every mask-sized array (one point's logits: a quarter to three quarters of a
+# MiB) was mapped and unmapped, page faults each time: a worker spent ~20% more CPU on a
+# block than this process does (docs/benchmarks.md). Arrays below 16 MiB come from the heap.
+PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
+MMAP_THRESHOLD = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ def _results(tasks: Sequence[BlockTask], engine: Engine) -> Iterator[BlockParcel
 def dask_client(engine: Engine) -> Iterator[Client]:
     """A client of the cluster at ``engine.scheduler``, or of a LocalCluster of
     ``engine.workers`` processes started (and stopped) here; the dashboard is logged."""
+    import dask
     from distributed import Client, LocalCluster
 
     if engine.scheduler is not None:
@@ -110,6 +118,7 @@ def dask_client(engine: Engine) -> Iterator[Client]:
             yield client
         return
     with (
+        dask.config.set({f"{PRE_SPAWN}.MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD}),
         LocalCluster(
             n_workers=engine.workers,
             threads_per_worker=1,
