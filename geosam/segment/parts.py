@@ -29,6 +29,9 @@ from geosam.utils.publish import publish_file
 
 SETTINGS = "settings.json"
 SUFFIX = ".parquet"
+# What a part file holds (2: border parcels carry their bit-packed mask). Recorded with the
+# settings, so parts an older geosam left behind are refused, not misread.
+PARTS_FORMAT = 2
 
 
 class Parts:

@@ -49,7 +49,7 @@ from geosam.segment.blocks import (
     segmenter_for,
 )
 from geosam.segment.dask_run import Engine, run_blocks
-from geosam.segment.parts import Parts
+from geosam.segment.parts import PARTS_FORMAT, Parts
 from geosam.segment.pipeline import SegmentParams, SegmentResult, open_readers, prepare_output
 from geosam.segment.polygons import geodesic_area, grid_to_map, write_features
 from geosam.segment.seams import merge_seams
@@ -204,7 +204,8 @@ def _run_and_merge(
     results = {key: parts.load(key) for key in finished}
     if finished:
         logger.info("resuming: %d of %d blocks already finished", len(finished), len(tasks))
-    remaining = Counter(raster_index(task.key) for task in tasks if task.key not in finished)
+    owner = {task.key: index for index, raster in enumerate(plan) for task in raster.tasks}
+    remaining = Counter(owner[task.key] for task in tasks if task.key not in finished)
     merged = {
         index: _merge_raster(raster, results, out_crs, result)
         for index, raster in enumerate(plan)
@@ -214,7 +215,7 @@ def _run_and_merge(
     def done(parcels: BlockParcels) -> None:
         parts.save(parcels)
         results[parcels.key] = parcels
-        index = raster_index(parcels.key)
+        index = owner[parcels.key]
         remaining[index] -= 1
         if not remaining[index]:
             merged[index] = _merge_raster(plan[index], results, out_crs, result)
@@ -228,12 +229,12 @@ def _settings(template: BlockTask, plan: Sequence[_Raster], manifest: Mapping) -
     files = manifest.get("files") or manifest
     model_hash = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
     settings = asdict(replace(template, key="", raster="", model_dir="", threads=None))
-    return {"rasters": [str(r.path) for r in plan], "model": model_hash, "blocks": settings}
-
-
-def raster_index(key: str) -> int:
-    """The raster a block's key belongs to (keys are ``RASTER-ROW-COL``, :func:`_plan`)."""
-    return int(key.split("-", 1)[0])
+    return {
+        "format": PARTS_FORMAT,
+        "rasters": [str(r.path) for r in plan],
+        "model": model_hash,
+        "blocks": settings,
+    }
 
 
 @dataclass
