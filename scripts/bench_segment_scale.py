@@ -8,6 +8,9 @@ in-process as a user runs it (onnxruntime's default threads: every core), ``--wo
 --threads 1`` (one core: the unit that workers scale) and ``--workers 2`` (a LocalCluster of
 two single-threaded workers). Each run is a fresh ``geosam segment`` process,
 so the figures include starting the cluster and loading the model, as a user's run does.
+``--repeat N`` runs the three ways N times in turns (this VM's speed drifts by ±15% over
+minutes, more than a run lasts): the table shows each way's median run and the speed-ups
+are printed per round, so that one slow pass of the machine is seen as such.
 Printed: km²/hour, parcels/s and the speed-up of 2 workers over 1; the peak memory of each
 worker, also for a mosaic of ``--small-size`` rasters, to show that it follows the window
 and block size, not the raster's; and the same run projected for ViT-B windows: the windows
@@ -51,6 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--small-size", type=int, default=2048, help="Smaller raster side.")
     parser.add_argument("--points-per-side", type=int, default=16)
     parser.add_argument("--block-windows", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=1, help="Rounds of the three ways.")
     parser.add_argument("--pred-iou-thresh", type=float, help="Default: the model's.")
     parser.add_argument("--stability-thresh", type=float, help="Default: the model's.")
     parser.add_argument(
@@ -130,16 +134,25 @@ def run(rasters: str, args: argparse.Namespace, workers: int, threads: str, out:
     }
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median wall seconds among ``runs`` of one way."""
+    return sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+
+
 def main() -> None:
     args = parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, rounds = [], []
     for size in (args.size, args.small_size):
         folder = mosaic(args.output / f"mosaic-{size}", args.grid, size)
-        for workers, threads in RUNS:
-            out = args.output / f"parcels-{size}-{workers}-{threads}.gpkg"
-            row = run(str(folder), args, workers, threads, out)
-            rows.append({"size": size, **row})
+        runs: dict[tuple[int, str], list[dict]] = {way: [] for way in RUNS}
+        for _ in range(args.repeat):
+            for workers, threads in RUNS:
+                out = args.output / f"parcels-{size}-{workers}-{threads}.gpkg"
+                runs[workers, threads].append(run(str(folder), args, workers, threads, out))
+            if size == args.size:
+                rounds.append([runs[way][-1]["seconds"] for way in RUNS])
+        rows += [{"size": size, **median_run(runs[way])} for way in RUNS]
     print(
         "| raster side | workers | threads each | s | CPU s | km²/h | parcels/s | windows "
         "| peak MiB / worker |"
@@ -152,12 +165,12 @@ def main() -> None:
             f"{r['km2'] / r['seconds'] * 3600:.1f} | {r['parcels'] / r['seconds']:.2f} | "
             f"{r['windows']} | {r['peak_mib']} |"
         )
-    default, one, two = rows[:3]
-    print(
-        f"\n2 workers / 1 worker of one thread ({args.size} px): "
-        f"{one['seconds'] / two['seconds']:.2f}x; 2 workers / 1 in-process with onnxruntime's "
-        f"default threads: {default['seconds'] / two['seconds']:.2f}x"
-    )
+    print(f"\n{args.size} px, 2 workers / 1 worker of one thread and / 1 in-process with "
+          "onnxruntime's default threads, per round:")  # fmt: skip
+    for number, (default, one, two) in enumerate(rounds, 1):
+        print(f"  round {number}: {one / two:.2f}x, {default / two:.2f}x "
+              f"({default:.0f} s, {one:.0f} s, {two:.0f} s)")  # fmt: skip
+    one = rows[1]
     vit_b = args.grid**2 * len(auto_tiling((args.size, args.size), (1.0, 1.0), 1.0, 1024))
     for workers in (1, 2):
         hours = vit_b * args.vit_b_window_s / workers / 3600

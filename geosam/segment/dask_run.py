@@ -36,13 +36,27 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5
 # Times Dask reruns a block that raised (a worker that dies is reassigned by the scheduler).
 RETRIES = 3
-# glibc's malloc in a LocalCluster worker. Dask's nanny sets MALLOC_TRIM_THRESHOLD_ (to give
-# freed memory back), and setting any such variable also fixes malloc's mmap threshold at
-# 128 KiB, so every mask-sized array (one point's logits: a quarter to three quarters of a
-# MiB) was mapped and unmapped, page faults each time: a worker spent ~20% more CPU on a
-# block than this process does (docs/benchmarks.md). Arrays below 16 MiB come from the heap.
-PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
+# glibc's malloc in a LocalCluster worker. Dask's nanny sets MALLOC_TRIM_THRESHOLD_=64 KiB (to
+# give freed memory back at once), and setting any such variable also fixes malloc's mmap
+# threshold at 128 KiB, so every mask-sized array (one point's logits: a quarter to three
+# quarters of a MiB) was mapped and unmapped and the heap trimmed after each, page faults
+# each time: a worker spent ~20% more CPU on a block than this process does
+# (docs/benchmarks.md). A block's arrays are the same size from one block to the next, so
+# below 16 MiB they come from the heap and stay there.
 MMAP_THRESHOLD = 16 * 2**20
+# The LocalCluster geosam starts is tuned for throughput on the cores it shares with this
+# process: Dask's defaults wake every process 50 times a second (tick), sample each worker's
+# stack 100 times a second (the dashboard's Profile page, left empty) and poll memory and
+# system counters 10 and 2 times a second. Idle, that cost 0.10 of a core for 2 workers and
+# the client, 0.02 with these (docs/benchmarks.md). A --scheduler's cluster keeps its own.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD,
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": MMAP_THRESHOLD,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.worker.profile.enabled": False,
+}
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,7 @@ def dask_client(engine: Engine) -> Iterator[Client]:
             yield client
         return
     with (
-        dask.config.set({f"{PRE_SPAWN}.MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD}),
+        dask.config.set(LOCAL_CLUSTER_CONFIG),
         LocalCluster(
             n_workers=engine.workers,
             threads_per_worker=1,
