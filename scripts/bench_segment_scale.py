@@ -167,10 +167,10 @@ def main() -> None:
         )
     print(f"\n{args.size} px, 2 workers / 1 worker of one thread and / 1 in-process with "
           "onnxruntime's default threads, per round:")  # fmt: skip
-    for number, (default, one, two) in enumerate(rounds, 1):
-        print(f"  round {number}: {one / two:.2f}x, {default / two:.2f}x "
-              f"({default:.0f} s, {one:.0f} s, {two:.0f} s)")  # fmt: skip
-    one = rows[1]
+    for number, (default_s, one_s, two_s) in enumerate(rounds, 1):
+        print(f"  round {number}: {one_s / two_s:.2f}x, {default_s / two_s:.2f}x "
+              f"({default_s:.0f} s, {one_s:.0f} s, {two_s:.0f} s)")  # fmt: skip
+    one = rows[1]  # the median one-thread run, for the projection
     vit_b = args.grid**2 * len(auto_tiling((args.size, args.size), (1.0, 1.0), 1.0, 1024))
     for workers in (1, 2):
         hours = vit_b * args.vit_b_window_s / workers / 3600

@@ -123,7 +123,8 @@ def join(pieces: Sequence[AutoMask]) -> AutoMask:
 
 def fill_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
     """``mask`` with its holes (background not connected to the outside, 8-connected, as
-    holes between 4-connected polygons are) smaller than ``max_area`` pixels filled."""
+    holes between 4-connected polygons are) smaller than ``max_area`` pixels filled. The
+    background is labelled here, in numpy, because the plugin's QGIS Python has no scipy."""
     if max_area <= 0 or mask.all():
         return mask
     background = np.pad(~mask, 1, constant_values=True)
