@@ -12,6 +12,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import shapely
 from click.testing import CliRunner
@@ -19,6 +20,13 @@ from conftest import textured, write_raster
 
 from geosam.cli import cli
 from geosam.segment.score import ScoredArea, match_one_to_one, pairwise_iou, score_parcel_map
+from geosam.segment.score_breakdown import (
+    breakdown,
+    markdown_tables,
+    predicted_kinds,
+    size_label,
+    truth_kinds,
+)
 
 UTM = "EPSG:32633"
 X0, Y0 = 500_000.0, 5_000_000.0
@@ -118,9 +126,14 @@ def test_parcels_mostly_outside_the_area_are_not_scored() -> None:
 
 def test_an_empty_map_scores_zero_recall() -> None:
     """A raster where automatic mode found nothing (a forest) is scored, not refused."""
-    scores = score_parcel_map(frame([]), frame([(0, 100)])).overall.scores
+
+    result = score_parcel_map(frame([]), frame([(0, 100)])).overall
+    scores = result.scores
     assert (scores.truth, scores.predicted, scores.matched) == (1, 0, 0)
     assert (scores.precision, scores.recall, scores.f1, scores.covered) == (None, 0, 0, 0)
+    parts = breakdown(result)
+    assert [row.kinds for row in parts.truth] == [{"missed": 1, "merged": 0, "split": 0}]
+    assert parts.predicted == []
 
 
 def test_a_rasters_nodata_is_outside_its_area(tmp_path: Path) -> None:
@@ -162,6 +175,10 @@ def test_cli_writes_scores_table_and_picture(files, tmp_path: Path) -> None:
     assert record["overall"]["matched"] == 3
     assert record["overall"]["f1"] == pytest.approx(0.5)
     assert record["iou_threshold"] == 0.5
+    by_size = record["by_size"]
+    assert sum(row["count"] for row in by_size["truth"]) == 6
+    assert sum(row["matched"] for row in by_size["predicted"]) == 3
+    assert "True parcels by size" in result.output
     assert "| **all** | 6 | 6 | 3 | 0.500 | 0.500 | 0.500 | 0.867 |" in result.output
     assert (out / "scores.md").read_text() in result.output
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -253,3 +270,58 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert len(lines) == 1 and message in lines[0], result.output
     assert not out.exists() or [p.name for p in out.iterdir()] == ["keep.txt"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_each_parcel_not_found_is_said_why(parcels) -> None:
+    """The known cases, plus a parcel drawn in three pieces none of which reaches IoU 0.5."""
+
+    predicted, truth = parcels
+    pieces = frame([(2000, 2040), (2040, 2080), (2080, 2100)])
+    predicted = gpd.GeoDataFrame(pd.concat([predicted, pieces], ignore_index=True), crs=UTM)
+    truth = gpd.GeoDataFrame(pd.concat([truth, frame([(2000, 2100)])], ignore_index=True), crs=UTM)
+    result = score_parcel_map(predicted, truth).overall
+    # truth: exact, shrunk, split 70/30 found; the merged pair; missed; the three-piece one
+    assert list(truth_kinds(result)) == ["", "", "", "merged", "merged", "missed", "split"]
+    # predictions: matched ×3, the 30% part, the merged pair's one (45% in each), the false
+    # positive on no parcel, the three pieces
+    expected = ["", "", "", "piece", "across", "off truth", "piece", "piece", "piece"]
+    assert list(predicted_kinds(result)) == expected
+
+
+def test_parcels_by_size_count_matches_and_kinds() -> None:
+    """Two size classes: 50 m squares (2,500 m²: 1,000–3,000 m²) and 150 m squares
+    (2.25 ha: 1–3 ha); per class the kinds add up to the parcels not matched."""
+
+    small, large = [(0, 50, 0, 50), (100, 150, 0, 50)], [(300, 450, 0, 150), (600, 750, 0, 150)]
+    truth = gpd.GeoDataFrame(geometry=[box(*b) for b in small + large], crs=UTM)
+    # the first small one exact, the second missed; the first large one exact, the second
+    # halved (IoU 0.5: matched) with its other half a piece
+    drawn = [small[0], large[0], (600, 675, 0, 150), (675, 750, 0, 150), (1000, 1050, 0, 50)]
+    predicted = gpd.GeoDataFrame(geometry=[box(*b) for b in drawn], crs=UTM)
+    parts = breakdown(score_parcel_map(predicted, truth).overall)
+    assert [row.label for row in parts.truth] == ["1,000–3,000 m²", "1–3 ha"]
+    assert [(row.count, row.matched, row.kinds["missed"]) for row in parts.truth] == [
+        (2, 1, 1),
+        (2, 2, 0),
+    ]
+    assert parts.truth[0].share_matched == 0.5
+    assert parts.truth[1].matched_miou == pytest.approx((1.0 + 0.5) / 2)
+    # predictions: 2,500 m² ×2 (exact; off truth), 1.125 ha ×2 (matched half; piece), 2.25 ha
+    assert [(row.label, row.count, row.matched) for row in parts.predicted] == [
+        ("1,000–3,000 m²", 2, 1),
+        ("1–3 ha", 3, 2),
+    ]
+    assert parts.predicted[0].kinds == {"piece": 0, "off truth": 1, "across": 0}
+    assert parts.predicted[1].kinds == {"piece": 1, "off truth": 0, "across": 0}
+    text = markdown_tables(parts)
+    assert "| 1,000–3,000 m² | 2 | 1 | 0.500 | 1.000 | 1 | 0 | 0 |" in text
+    assert "| 1–3 ha | 3 | 2 | 0.667 | 0.750 | 1 | 0 | 0 |" in text
+
+
+def test_size_labels_use_m2_below_a_hectare_and_ha_above() -> None:
+
+    assert size_label(None, 10) == "< 10 m²"
+    assert size_label(100, 300) == "100–300 m²"
+    assert size_label(3e3, 1e4) == "3,000 m²–1 ha"
+    assert size_label(1e5, 3e5) == "10–30 ha"
+    assert size_label(1e7, None) == "≥ 1,000 ha"

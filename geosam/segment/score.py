@@ -182,6 +182,7 @@ def score_area(
         t, p, iou = (np.asarray(column) for column in zip(*matches, strict=True))
         truth.loc[t, "iou"], predicted.loc[p, "iou"] = iou, iou
     truth["area_m2"] = _area_m2(truth_geometry, truth.crs)
+    predicted["area_m2"] = _area_m2(predicted_geometry, predicted.crs)
     covered = shapely.intersection(truth_geometry, shapely.union_all(predicted_geometry))
     truth["covered_m2"] = _area_m2(covered, truth.crs)
     return AreaResult(area, truth, predicted, ParcelScores.of(truth, predicted))

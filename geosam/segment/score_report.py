@@ -39,6 +39,7 @@ from geosam.segment.score import (
     check_iou_threshold,
     score_parcel_map,
 )
+from geosam.segment.score_breakdown import Breakdown, breakdown, markdown_tables
 from geosam.segment.score_inputs import dataset_areas, raster_area, read_parcel_maps, read_parcels
 from geosam.utils.errors import GeosamError
 from geosam.utils.publish import check_writable, publish_dir, refuse_occupied
@@ -101,14 +102,18 @@ def score_parcel_files(
     sources = {"predicted": [str(path) for path in predicted], "truth": str(truth)}
     if dataset is not None:
         sources.update(dataset=str(dataset), split=split)
+    parts = breakdown(score.overall)
     with publish_dir(out_dir) as staging:
-        write_report(score, staging, sources)
-    return score, markdown_table(score)
+        write_report(score, parts, staging, sources)
+    return score, markdown_table(score, parts)
 
 
-def write_report(score: MapScore, out_dir: Path, sources: dict[str, object]) -> None:
-    """Write the three report files into ``out_dir``; ``sources`` names the inputs
-    (predicted, truth, ...) for the JSON record."""
+def write_report(
+    score: MapScore, parts: Breakdown, out_dir: Path, sources: dict[str, object]
+) -> None:
+    """Write the three report files into ``out_dir``; ``parts`` is the overall score's
+    breakdown by size and kind; ``sources`` names the inputs (predicted, truth, ...) for the
+    JSON record."""
     record = {
         **sources,
         "iou_threshold": score.iou_threshold,
@@ -123,14 +128,16 @@ def write_report(score: MapScore, out_dir: Path, sources: dict[str, object]) -> 
             }
             for result in score.per_area
         ],
+        "by_size": parts.to_dict(),
     }
     (out_dir / "scores.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out_dir / "scores.md").write_text(markdown_table(score))
+    (out_dir / "scores.md").write_text(markdown_table(score, parts))
     render(score, out_dir / "scores.png")
 
 
-def markdown_table(score: MapScore) -> str:
-    """One row per scored area, then the overall row (the union of the areas)."""
+def markdown_table(score: MapScore, parts: Breakdown) -> str:
+    """One row per scored area, then the overall row (the union of the areas); then the
+    overall parcels by size, true and predicted (:mod:`geosam.segment.score_breakdown`)."""
     header = ["area", *(title for title, _, _ in _COLUMNS)]
     rows = [_row(result.area.name, result.scores) for result in score.per_area]
     rows.append(_row("**all**", score.overall.scores))
@@ -142,8 +149,10 @@ def markdown_table(score: MapScore) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        markdown_tables(parts),
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
 def render(score: MapScore, path: Path) -> None:
