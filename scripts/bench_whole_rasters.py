@@ -27,6 +27,7 @@ line, so a stand-in and a tuned model come out side by side::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -41,6 +42,7 @@ import rasterio
 import shapely
 from shapely.ops import polylabel
 
+from geosam.segment.score_breakdown import SIZE_EDGES_M2, breakdown, size_label
 from geosam.segment.score_report import score_parcel_files
 
 PROMPT_KINDS = ("box", "point")
@@ -190,7 +192,11 @@ def auto_mode(
         overwrite=True,
     )
     print(table, flush=True)
-    return score.overall.scores.to_dict()
+    parts = breakdown(score.overall)
+    return {
+        **score.overall.scores.to_dict(),
+        "recall_by_size": {row.label: [row.matched, row.count] for row in parts.truth},
+    }
 
 
 def bench_model(args: argparse.Namespace, name: str, model: Path) -> dict[str, Any]:
@@ -244,7 +250,26 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     ):
         cells = [_number(results[n]["auto"].get(key)) for n in names]
         lines.append(f"| {title} | – | " + " | ".join(cells) + " |")
+    lines += size_rows(results, names)
     return "\n".join(lines) + "\n"
+
+
+def size_rows(results: dict[str, dict[str, Any]], names: Sequence[str]) -> list[str]:
+    """Automatic mode's fields found per size class (``geosam score-parcels``' classes, in
+    their order), 'found / fields' per model: where each model's F1 is won and lost."""
+    labels = dict.fromkeys(
+        label for n in names for label in results[n]["auto"].get("recall_by_size", {})
+    )
+    edges = [None, *SIZE_EDGES_M2, None]
+    order = {size_label(low, high): i for i, (low, high) in enumerate(itertools.pairwise(edges))}
+    rows = []
+    for label in sorted(labels, key=order.__getitem__):
+        cells = []
+        for n in names:
+            found, count = results[n]["auto"].get("recall_by_size", {}).get(label, (0, 0))
+            cells.append(f"{found} / {count}" if count else "–")
+        rows.append(f"| automatic: fields found, {label} | – | " + " | ".join(cells) + " |")
+    return rows
 
 
 def _number(value: float | None) -> str:

@@ -157,3 +157,21 @@ def test_whole_raster_prompts_and_scores(whole, tmp_path: Path) -> None:
     assert ious["box"][1] == pytest.approx(l_shape.area / 50**2)  # its box, as box-fill
     assert np.isnan(ious["point"]).all()
     assert ious["box_fill"] == pytest.approx([1.0, l_shape.area / 50**2])
+
+
+def test_whole_raster_table_shows_fields_found_by_size(whole) -> None:
+    """Automatic mode's found/fields per size class, in size order, side by side."""
+    prompts = {kind: {"mIoU": 0.5, "fields": 3, "without_polygon": 0} for kind in ("box", "point")}
+    prompts["box_fill"] = {"mIoU": 0.4}
+    auto = {"f1": 0.5, "precision": 0.5, "recall": 0.5, "matched_miou": 0.8}
+    results = {
+        "a": {"prompts": prompts, "auto": {**auto, "recall_by_size": {"1–3 ha": [2, 3]}}},
+        "b": {
+            "prompts": prompts,
+            "auto": {**auto, "recall_by_size": {"1–3 ha": [1, 3], "300–1,000 m²": [0, 4]}},
+        },
+    }
+    text = whole.table(results)
+    assert "| automatic: fields found, 300–1,000 m² | – | – | 0 / 4 |" in text
+    assert "| automatic: fields found, 1–3 ha | – | 2 / 3 | 1 / 3 |" in text
+    assert text.index("300–1,000 m²") < text.index("1–3 ha")
