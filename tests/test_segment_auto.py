@@ -652,30 +652,6 @@ def test_claim_gives_contested_pixels_to_the_better_mask() -> None:
     assert [m.box for m in claim([], [worse, better])[1]] == [worse.box, better.box]
 
 
-def test_a_mask_left_mostly_claimed_is_dropped_as_a_remnant() -> None:
-    """In a coverage, a worse mask that a claim leaves with under min_kept of its pixels is
-    the better parcel's fringe, not a parcel: dropped and counted; one that keeps more stays
-    (with min_kept 0, every non-empty remnant stays)."""
-    tiling = auto_tiling((100, 100), (1.0, 1.0), None, SIZE)
-    (tile,) = tiling.windows()
-    field = auto_mask((0, 0, 60, 40), 0.95)
-    fringe = auto_mask((30, 0, 70, 40), 0.9)  # 3/4 inside the field: keeps 1/4
-    neighbour = auto_mask((0, 50, 40, 90), 0.9)
-    corner = auto_mask((20, 60, 60, 100), 0.8)  # 3/8 inside the neighbour: keeps 5/8
-    for min_kept, expected in ((0.5, 3), (0.7, 2), (0.0, 4)):
-        merger = MaskMerger(tiling, AutoParams(min_kept=min_kept))
-        final = merger.add(tile, [field, fringe, neighbour, corner]) + merger.flush()
-        assert len(final) == expected
-        assert merger.dropped["remnant"] == 4 - expected
-        painted = np.zeros((100, 100), int)
-        for mask in final:
-            x0, y0, x1, y1 = mask.box
-            painted[y0:y1, x0:x1] += mask.mask
-        assert painted.max() == 1
-    assert sorted(m.box for m in final)[:2] == [field.box, (0, 50, 40, 90)]
-    assert (60, 0, 70, 40) in [m.box for m in final]  # the fringe, kept with min_kept 0
-
-
 def test_fill_holes_below_a_size() -> None:
     mask = np.ones((40, 40), bool)
     mask[5:8, 5:8] = False  # 9 px hole

@@ -26,7 +26,7 @@ from geosam.cli import cli
 
 ORIGIN = (500_000.0, 5_000_000.0)
 SIDE = 300
-ARGS = ["--auto", "--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-thresh", "0"]
+ARGS = ["--auto", "--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-thresh", "0"]
 ARGS += ["--block-windows", "1", "--min-area", "20"]
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -96,9 +96,7 @@ class AutoParams:
     (:func:`suppress`); ``nms_iou`` also how well two pieces must agree to be joined.
     ``min_area_px`` drops smaller parcels and ``min_hole_px`` fills smaller holes, in grid
     pixels. ``coverage``: no pixel in two parcels (the better-ranked keeps it,
-    :func:`~.masks.claim`); False keeps overlapping masks as SAM gives them. In a coverage,
-    a mask left with less than ``min_kept`` of its pixels by a claim is dropped: most of it
-    was a better parcel's, and the rest is that parcel's fringe, not a parcel.
+    :func:`~.masks.claim`); False keeps overlapping masks as SAM gives them.
     ``skip_found``: a grid point inside a mask already accepted is not decoded
     (:func:`window_masks`); False decodes every point, as SAM does.
     """
@@ -114,7 +112,6 @@ class AutoParams:
     min_area_px: float = 0.0
     min_hole_px: float = 0.0
     coverage: bool = True
-    min_kept: float = 0.5
     skip_found: bool = True
 
     def __post_init__(self) -> None:
@@ -126,7 +123,6 @@ class AutoParams:
             "edge_margin": (self.edge_margin, 0.0, 0.1),
             "nms_iou": (self.nms_iou, 0.0, 1.0),
             "containment": (self.containment, 0.0, 1.0),
-            "min_kept": (self.min_kept, 0.0, 1.0),
         }
         for name, (value, low, high) in fractions.items():
             if not low <= value <= high:
@@ -563,9 +559,8 @@ class MaskMerger:
     (:func:`suppress`) and returns the parcels that are now final: no window still to come
     reaches their box, so nothing can extend or replace them any more. Until then a mask
     waits in :attr:`pending`. In a coverage, a final parcel's contested pixels go to the
-    better-ranked mask (:func:`~.masks.claim`), a mask that a claim left with under
-    ``params.min_kept`` of its pixels is dropped, and so is a parcel left smaller than
-    ``params.min_area_px``; parcels rated below ``min_score`` are dropped before
+    better-ranked mask (:func:`~.masks.claim`), and a parcel left smaller than
+    ``params.min_area_px`` is dropped; parcels rated below ``min_score`` are dropped before
     they claim anything. :meth:`flush` returns what is left after the last window.
     :attr:`dropped` counts what was dropped, by reason.
     """
@@ -645,25 +640,10 @@ class MaskMerger:
             self.dropped[reasons.BELOW_SCORE] += sum(low)
             final = [m for m, below in zip(final, low, strict=True) if not below]
         if self.params.coverage:
-            final, self.pending = self._claim(final)
+            final, self.pending = claim(final, self.pending)
         small = [m.area < max(self.params.min_area_px, 1) for m in final]
         self.dropped["area"] += sum(small)
         return [m for m, too_small in zip(final, small, strict=True) if not too_small]
-
-    def _claim(self, final: list[AutoMask]) -> tuple[list[AutoMask], list[AutoMask]]:
-        """:func:`~.masks.claim` between ``final`` and the pending masks, less the masks
-        it left with under ``params.min_kept`` of their pixels (counted as remnants)."""
-        before = [mask.area for mask in (*final, *self.pending)]
-        final, pending = claim(final, self.pending)
-        kept = [
-            mask.area >= self.params.min_kept * area
-            for mask, area in zip((*final, *pending), before, strict=True)
-        ]
-        self.dropped["remnant"] += len(kept) - sum(kept)
-        return (
-            [mask for mask, k in zip(final, kept, strict=False) if k],
-            [mask for mask, k in zip(pending, kept[len(final) :], strict=True) if k],
-        )
 
 
 class AutoSegmenter:
