@@ -912,7 +912,7 @@ def score_parcels(
     raster."""
     from geosam.segment.score_report import score_parcel_files
 
-    _, table = score_parcel_files(
+    _, _, table = score_parcel_files(
         predicted,
         output,
         truth=truth,

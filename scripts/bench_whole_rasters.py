@@ -27,7 +27,6 @@ line, so a stand-in and a tuned model come out side by side::
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import subprocess
 import sys
@@ -42,7 +41,6 @@ import rasterio
 import shapely
 from shapely.ops import polylabel
 
-from geosam.segment.score_breakdown import SIZE_EDGES_M2, breakdown, size_label
 from geosam.segment.score_report import score_parcel_files
 
 PROMPT_KINDS = ("box", "point")
@@ -183,7 +181,7 @@ def auto_mode(
             "--quiet", *auto_args,
         )  # fmt: skip
         maps.append(parcels)
-    score, table = score_parcel_files(
+    score, parts, table = score_parcel_files(
         maps,
         out / "auto-scores",
         truth=truth_path,
@@ -192,10 +190,12 @@ def auto_mode(
         overwrite=True,
     )
     print(table, flush=True)
-    parts = breakdown(score.overall)
     return {
         **score.overall.scores.to_dict(),
-        "recall_by_size": {row.label: [row.matched, row.count] for row in parts.truth},
+        "found_by_size": [
+            {"size": row.label, "min_m2": row.min_m2, "found": row.matched, "fields": row.count}
+            for row in parts.truth
+        ],
     }
 
 
@@ -255,20 +255,17 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def size_rows(results: dict[str, dict[str, Any]], names: Sequence[str]) -> list[str]:
-    """Automatic mode's fields found per size class (``geosam score-parcels``' classes, in
-    their order), 'found / fields' per model: where each model's F1 is won and lost."""
-    labels = dict.fromkeys(
-        label for n in names for label in results[n]["auto"].get("recall_by_size", {})
-    )
-    edges = [None, *SIZE_EDGES_M2, None]
-    order = {size_label(low, high): i for i, (low, high) in enumerate(itertools.pairwise(edges))}
+    """Automatic mode's fields found per size class (``geosam score-parcels``' classes,
+    smallest first), 'found / fields' per model: where each model's F1 is won and lost."""
+    found = {n: {c["size"]: c for c in results[n]["auto"].get("found_by_size", [])} for n in names}
+    sizes = {c["size"]: c["min_m2"] for n in names for c in found[n].values()}
     rows = []
-    for label in sorted(labels, key=order.__getitem__):
-        cells = []
-        for n in names:
-            found, count = results[n]["auto"].get("recall_by_size", {}).get(label, (0, 0))
-            cells.append(f"{found} / {count}" if count else "–")
-        rows.append(f"| automatic: fields found, {label} | – | " + " | ".join(cells) + " |")
+    for size in sorted(sizes, key=sizes.__getitem__):
+        cells = [
+            f"{found[n][size]['found']} / {found[n][size]['fields']}" if size in found[n] else "–"
+            for n in names
+        ]
+        rows.append(f"| automatic: fields found, {size} | – | " + " | ".join(cells) + " |")
     return rows
 
 

@@ -159,16 +159,23 @@ def test_whole_raster_prompts_and_scores(whole, tmp_path: Path) -> None:
     assert ious["box_fill"] == pytest.approx([1.0, l_shape.area / 50**2])
 
 
+def size(label: str, min_m2: float, found: int, fields: int) -> dict:
+    return {"size": label, "min_m2": min_m2, "found": found, "fields": fields}
+
+
 def test_whole_raster_table_shows_fields_found_by_size(whole) -> None:
     """Automatic mode's found/fields per size class, in size order, side by side."""
     prompts = {kind: {"mIoU": 0.5, "fields": 3, "without_polygon": 0} for kind in ("box", "point")}
     prompts["box_fill"] = {"mIoU": 0.4}
     auto = {"f1": 0.5, "precision": 0.5, "recall": 0.5, "matched_miou": 0.8}
     results = {
-        "a": {"prompts": prompts, "auto": {**auto, "recall_by_size": {"1–3 ha": [2, 3]}}},
+        "a": {"prompts": prompts, "auto": {**auto, "found_by_size": [size("1–3 ha", 1e4, 2, 3)]}},
         "b": {
             "prompts": prompts,
-            "auto": {**auto, "recall_by_size": {"1–3 ha": [1, 3], "300–1,000 m²": [0, 4]}},
+            "auto": {
+                **auto,
+                "found_by_size": [size("300–1,000 m²", 300, 0, 4), size("1–3 ha", 1e4, 1, 3)],
+            },
         },
     }
     text = whole.table(results)

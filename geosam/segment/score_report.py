@@ -76,12 +76,13 @@ def score_parcel_files(
     split: str = "val",
     iou_threshold: float = MATCH_IOU,
     overwrite: bool = False,
-) -> tuple[MapScore, str]:
+) -> tuple[MapScore, Breakdown, str]:
     """Score the parcel map ``predicted`` (one file or one per raster) against ``truth`` in
     the valid footprints of
     ``rasters``, or in the ``split`` tiles of the tile ``dataset`` (whose labels are the truth
     unless ``truth`` is given), or everywhere when neither is given; write the report to
-    ``out_dir``. Returns the scores and the markdown table. Every input is checked before
+    ``out_dir``. Returns the scores, the overall breakdown by size and kind, and the markdown
+    tables. Every input is checked before
     anything is written."""
     check_iou_threshold(iou_threshold)
     refuse_occupied(out_dir, overwrite)
@@ -105,7 +106,7 @@ def score_parcel_files(
     parts = breakdown(score.overall)
     with publish_dir(out_dir) as staging:
         write_report(score, parts, staging, sources)
-    return score, markdown_table(score, parts)
+    return score, parts, markdown_table(score, parts)
 
 
 def write_report(
