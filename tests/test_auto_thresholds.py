@@ -17,14 +17,19 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
+import rasterio
 from click.testing import CliRunner
 from conftest import colour_key, flat_parcels_raster, grid_parcels
+from rasterio.features import rasterize
+from rasterio.transform import from_origin
 from test_segment import export_tiny
 
 from geosam.cli import cli
 from geosam.data.tiling import TileParams, tile_dataset
 from geosam.export.auto_calibration import calibrate
+from geosam.export.val_regions import val_regions
 from geosam.runtime import SamModel
 from geosam.runtime.auto import AutoParams, choose_thresholds, tuned_thresholds
 from geosam.utils.errors import GeosamError
@@ -91,6 +96,51 @@ def test_calibration_without_val_parcels_gives_nothing(
 ) -> None:
     model = SamModel.load(model_dir, threads=1)
     assert calibrate(model, dataset, "no-such-split", points_per_side=2) is None
+
+
+def test_val_regions_join_the_val_tiles_back(tmp_path: Path) -> None:
+    """Three of four 256 px split blocks in val make one L-shaped region: the whole scene,
+    the train block nodata; its pixels are the source's, and each parcel, cut by tile edges
+    into pieces of several tiles, is one parcel of the truth."""
+    parcels = grid_parcels(ORIGIN, 512.0, 100.0, 10.0)
+    raster = flat_parcels_raster(tmp_path / "flat.tif", parcels, ORIGIN, 512)
+    labels = tmp_path / "parcels.gpkg"
+    gpd.GeoDataFrame(
+        {"parcel_id": [f"p{i}" for i in range(len(parcels))]}, geometry=parcels, crs="EPSG:32633"
+    ).to_file(labels, engine="pyogrio")
+    params = TileParams(tile_size=128, overlap=32, split_block=2, val_fraction=0.6, min_area=1)
+    tile_dataset([str(raster)], labels, tmp_path / "tiles", params, progress=False)
+    tiles = pd.read_parquet(tmp_path / "tiles" / "tiles.parquet")
+
+    (region,) = val_regions(tmp_path / "tiles", "val", tmp_path)
+    assert region.tiles == (tiles["split"] == "val").sum() == 27
+    with rasterio.open(raster) as source, rasterio.open(region.image) as image:
+        assert (image.transform, image.shape, image.crs) == (
+            source.transform,
+            source.shape,
+            source.crs,
+        )
+        valid = image.dataset_mask() > 0
+        assert np.array_equal(image.read()[:, valid], source.read()[:, valid])
+    train = np.zeros_like(valid)
+    for tile in tiles.loc[tiles["split"] == "train"].itertuples():
+        train[
+            tile.row_off : tile.row_off + tile.height, tile.col_off : tile.col_off + tile.width
+        ] = True
+    assert np.array_equal(valid, ~train) and train.sum() == 256 * 256
+
+    with rasterio.open(region.truth) as ds:
+        truth = ds.read(1)
+    burnt = rasterize(
+        zip(parcels, range(1, len(parcels) + 1), strict=True),
+        (512, 512),
+        transform=from_origin(*ORIGIN, 1.0, 1.0),
+    )
+    assert not truth[~valid].any()
+    pairs = np.unique(np.stack([burnt[valid], truth[valid]]), axis=1)
+    assert (pairs[0] > 0).sum() == len(np.unique(burnt[valid & (burnt > 0)]))
+    assert np.array_equal(pairs[0] > 0, pairs[1] > 0)  # every parcel pixel is in the truth
+    assert len(set(pairs[0])) == len(set(pairs[1])) == len(pairs[0])  # one id per parcel
 
 
 # -- the manifest's thresholds in use ---------------------------------------------------------

@@ -3,26 +3,27 @@
 SAM's filters (predicted IoU 0.88, stability 0.95) are Meta's for Meta's model; a tuned
 model's IoU head predicts other values, so the thresholds that serve it are measured, not
 guessed: the pair (predicted IoU, stability) on a grid that maximises object F1 at IoU 0.5
-(one-to-one matching, :func:`geosam.segment.score.match_one_to_one`) over the val tiles.
+(one-to-one matching, :func:`geosam.segment.score.match_one_to_one`) over the val split.
 Ties go to the stricter pair (fewer, surer parcels for the same F1).
 
 It runs the exported ONNX model through the runtime's own automatic mode (tiling, point grid,
 joins, duplicates, coverage: :mod:`geosam.runtime.auto`), so what is tuned is what users get.
-Each val tile is decoded **once** with the filters open (thresholds 0): a candidate mask keeps
-its predicted IoU and stability, and applying a pair is keeping the candidates at or above
-it, which is what the filters would have kept, before the rest of the loop
+Each val region is decoded **once** with the filters open (thresholds 0): a candidate mask
+keeps its predicted IoU and stability, and applying a pair is keeping the candidates at or
+above it, which is what the filters would have kept, before the rest of the loop
 (:class:`~geosam.runtime.auto.MaskMerger`) runs on them. The decoder, the costly part, runs
 once per point whatever the grid's size.
 
-The val tiles are the dataset's GeoTIFF chips (already stretched to uint8 RGB, read as such),
-each a raster of its own; the truth is the chip's instance mask, on the chip's pixel grid,
-which is the tiling grid whenever the model is tuned at the dataset's resolution (otherwise it
-is resampled to it, nearest). Whole source rasters would be closer to what users run on, but
-their val area is scattered tiles in rasters many times larger, and a decoder call per point
-of every window over them costs what the chips cost many times over; the chips are the
-ground training never saw, at a cost that fits in an export. True pieces smaller than the
-minimum parcel area are not counted (the map drops parcels that small by design; at chip
-edges they are slivers of parcels that lie in the next tile).
+The val split is tuned on as *regions* (:mod:`geosam.export.val_regions`): each connected
+group of val tiles of a source raster joined back into one raster, over which automatic mode
+runs its own overlapping windows, as on a user's raster. Single chips would not do: a chip is
+one window of a model tuned at the chip size, where a loose mask matches a parcel clipped at
+the chip's edge; on whole rasters that mask is a piece cut at an inner window edge, so chips
+choose looser filters than whole rasters want. A region costs what its chips cost (about as
+many windows). The truth is on the region's tiling grid (resampled, nearest, when the model
+is tuned at another resolution than the dataset's). True pieces smaller than the minimum
+parcel area are not counted (the map drops parcels that small by design; at region edges
+they are slivers of parcels that lie outside the val split).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +39,11 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import pandas as pd
 import rasterio
 from rasterio.enums import Resampling
 from yacs.config import CfgNode
 
-from geosam.data.tiling.manifest import TILES, load_manifest
+from geosam.export.val_regions import val_regions
 from geosam.runtime import SamModel
 from geosam.runtime.auto import (
     DEFAULT_MIN_AREA_M2,
@@ -66,8 +67,8 @@ STABILITY_GRID = tuple(sorted({*np.round(np.arange(0.50, 0.951, 0.05), 2).tolist
 
 
 @dataclass
-class ValTile:
-    """One val chip decoded once with open filters: its tiling and settings (minimum area
+class DecodedRegion:
+    """One val region decoded once with open filters: its tiling and settings (minimum area
     on the grid), each window's candidates, its true instances on the tiling grid (0: no
     parcel) and those that count, and its ground area."""
 
@@ -90,7 +91,7 @@ class ValTile:
 
 @dataclass(frozen=True)
 class Counts:
-    """Object counts summed over tiles, and the scores they make."""
+    """Object counts summed over regions, and the scores they make."""
 
     truth: int = 0
     predicted: int = 0
@@ -115,24 +116,17 @@ class Counts:
         }
 
 
-def val_chips(dataset: Path, split: str) -> list[tuple[Path, Path]]:
-    """(chip, instance mask) of each tile of ``split``, in the index's order."""
-    load_manifest(dataset)
-    tiles = pd.read_parquet(dataset / TILES)
-    tiles = tiles.loc[tiles["split"] == split]
-    return [(dataset / row.chip, dataset / row.mask) for row in tiles.itertuples()]
-
-
-def chip_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The model's manifest for reading a chip: chips hold the selected bands already
-    stretched to uint8 RGB, so they are read as they are."""
+def region_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The model's manifest for reading a val region: regions hold the chips' pixels, the
+    selected bands already stretched to uint8 RGB, so they are read as they are."""
     return {**manifest, "bands": None, "stretch": None, "sources_agree": True, "sources": []}
 
 
-def decode_tile(
-    model: SamModel, chip: Path, mask: Path, points_per_side: int, min_area_m2: float
-) -> ValTile:
-    """Every candidate mask of ``chip`` with the filters open, and its truth on the grid.
+def decode_region(
+    model: SamModel, image: Path, mask: Path, points_per_side: int, min_area_m2: float
+) -> DecodedRegion:
+    """Every candidate mask of the region ``image`` with the filters open, and its truth
+    (``mask``) on the grid.
 
     Every grid point is decoded (no ``skip_found``): with the filters open every mask would
     count as accepted and skip the points after it, where each threshold pair must see the
@@ -143,11 +137,13 @@ def decode_tile(
         stability_thresh=0.0,
         skip_found=False,
     )
-    with WindowReader(chip, chip_manifest(model.manifest)) as reader:
+    with WindowReader(image, region_manifest(model.manifest)) as reader:
         segmenter = AutoSegmenter(model, reader, params, min_area_m2, min_hole_m2=min_area_m2)
         windows = [(tile, segmenter.candidates(tile)) for tile in segmenter.tiling.windows()]
         width, height = reader.size
         pixel = reader.pixel_size_m(width / 2, height / 2)
+        # Pixels outside the val tiles are nodata: only val ground counts.
+        valid = np.count_nonzero(reader.dataset.dataset_mask())
     sx, sy = segmenter.tiling.scale
     with rasterio.open(mask) as ds:
         truth = ds.read(
@@ -157,31 +153,31 @@ def decode_tile(
         )
     ids, areas = np.unique(truth[truth > 0], return_counts=True)
     counted = ids[areas >= max(segmenter.params.min_area_px, 1.0)]
-    area_m2 = width * height * pixel[0] * pixel[1]
-    return ValTile(segmenter.tiling, segmenter.params, windows, truth, counted, area_m2)
+    area_m2 = valid * pixel[0] * pixel[1]
+    return DecodedRegion(segmenter.tiling, segmenter.params, windows, truth, counted, area_m2)
 
 
-def parcels(tile: ValTile, kept: np.ndarray) -> list[AutoMask]:
-    """The parcels automatic mode hands out on ``tile`` when its filters keep the
-    candidates ``kept`` (:meth:`ValTile.kept`)."""
-    merger = MaskMerger(tile.tiling, tile.params)
+def parcels(region: DecodedRegion, kept: np.ndarray) -> list[AutoMask]:
+    """The parcels automatic mode hands out on ``region`` when its filters keep the
+    candidates ``kept`` (:meth:`DecodedRegion.kept`)."""
+    merger = MaskMerger(region.tiling, region.params)
     found, start = [], 0
-    for window, candidates in tile.windows:
+    for window, candidates in region.windows:
         passed = kept[start : start + len(candidates)]
         start += len(candidates)
         found += merger.add(window, [m for m, k in zip(candidates, passed, strict=True) if k])
     return found + merger.flush()
 
 
-def tile_counts(tile: ValTile, found: Sequence[AutoMask]) -> Counts:
+def region_counts(region: DecodedRegion, found: Sequence[AutoMask]) -> Counts:
     """Truth, predicted and one-to-one matched parcels at IoU ≥ 0.5, counted in pixels."""
     rows, cols, ious = [], [], []
-    truth_rows = {int(i): row for row, i in enumerate(tile.truth_ids)}
-    truth_area = dict(zip(*np.unique(tile.truth, return_counts=True), strict=True))
+    truth_rows = {int(i): row for row, i in enumerate(region.truth_ids)}
+    truth_area = dict(zip(*np.unique(region.truth, return_counts=True), strict=True))
     for col, mask in enumerate(found):
         x0, y0, x1, y1 = mask.box
-        region = tile.truth[y0:y1, x0:x1]
-        under = region[mask.mask[: region.shape[0], : region.shape[1]]]
+        box = region.truth[y0:y1, x0:x1]
+        under = box[mask.mask[: box.shape[0], : box.shape[1]]]
         ids, shared = np.unique(under[under > 0], return_counts=True)
         for truth_id, count in zip(ids.tolist(), shared.tolist(), strict=True):
             if truth_id in truth_rows:
@@ -189,21 +185,21 @@ def tile_counts(tile: ValTile, found: Sequence[AutoMask]) -> Counts:
                 cols.append(col)
                 ious.append(count / (truth_area[truth_id] + mask.area - count))
     matches = match_one_to_one(np.array(rows), np.array(cols), np.array(ious), MATCH_IOU)
-    return Counts(len(tile.truth_ids), len(found), len(matches))
+    return Counts(len(region.truth_ids), len(found), len(matches))
 
 
-def grid_counts(tiles: Sequence[ValTile]) -> dict[tuple[float, float], Counts]:
-    """The counts of every threshold pair of the grid, summed over ``tiles``. Pairs that
-    keep the same candidates of a tile give the same parcels: each is run once."""
-    seen: list[dict[bytes, Counts]] = [{} for _ in tiles]
+def grid_counts(regions: Sequence[DecodedRegion]) -> dict[tuple[float, float], Counts]:
+    """The counts of every threshold pair of the grid, summed over ``regions``. Pairs that
+    keep the same candidates of a region give the same parcels: each is run once."""
+    seen: list[dict[bytes, Counts]] = [{} for _ in regions]
     counts = {}
     for pair in itertools.product(PRED_IOU_GRID, STABILITY_GRID):
         total = Counts()
-        for tile, cache in zip(tiles, seen, strict=True):
-            kept = tile.kept(*pair)
+        for region, cache in zip(regions, seen, strict=True):
+            kept = region.kept(*pair)
             key = np.packbits(kept).tobytes() + len(kept).to_bytes(8, "little")
             if key not in cache:
-                cache[key] = tile_counts(tile, parcels(tile, kept))
+                cache[key] = region_counts(region, parcels(region, kept))
             total += cache[key]
         counts[pair] = total
     return counts
@@ -217,13 +213,17 @@ def calibrate(
     min_area_m2: float = DEFAULT_MIN_AREA_M2,
 ) -> dict[str, Any] | None:
     """The manifest's ``auto_thresholds``: the best pair, the scores it reaches and SAM's
-    defaults reach, the grid and the val tiles used; None when ``dataset`` has no
+    defaults reach, the grid and the val regions used; None when ``dataset`` has no
     ``split`` tile or no true parcel in them (nothing to tune on)."""
-    chips = val_chips(dataset, split)
-    tiles = [decode_tile(model, *chip, points_per_side, min_area_m2) for chip in chips]
-    if not any(len(tile.truth_ids) for tile in tiles):
+    with tempfile.TemporaryDirectory(prefix="geosam-val-") as folder:
+        regions = val_regions(dataset, split, Path(folder))
+        decoded = [
+            decode_region(model, region.image, region.truth, points_per_side, min_area_m2)
+            for region in regions
+        ]
+    if not any(len(region.truth_ids) for region in decoded):
         return None
-    counts = grid_counts(tiles)
+    counts = grid_counts(decoded)
     best = max(counts, key=lambda pair: (counts[pair].scores()["f1"], *pair))
     sam = (AutoParams.pred_iou_thresh, AutoParams.stability_thresh)
     return {
@@ -235,8 +235,9 @@ def calibrate(
         "val": {
             "dataset": str(dataset.resolve()),
             "split": split,
-            "tiles": len(tiles),
-            "area_km2": round(sum(tile.area_m2 for tile in tiles) / 1e6, 4),
+            "tiles": sum(region.tiles for region in regions),
+            "regions": len(regions),
+            "area_km2": round(sum(region.area_m2 for region in decoded) / 1e6, 4),
         },
         "points_per_side": points_per_side,
         "min_area_m2": min_area_m2,
@@ -269,12 +270,12 @@ def calibrate_export(
     sam = result["sam_defaults"]
     logger.info(
         "automatic mode thresholds: predicted IoU %g, stability %g (object F1@%g %.3f on %d %s "
-        "tiles; SAM's %g, %g: %.3f)",
+        "regions; SAM's %g, %g: %.3f)",
         result[THRESHOLDS[0]],
         result[THRESHOLDS[1]],
         MATCH_IOU,
         result["f1"],
-        result["val"]["tiles"],
+        result["val"]["regions"],
         split,
         sam[THRESHOLDS[0]],
         sam[THRESHOLDS[1]],
