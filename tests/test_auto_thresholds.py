@@ -28,10 +28,11 @@ from test_segment import export_tiny
 
 from geosam.cli import cli
 from geosam.data.tiling import TileParams, tile_dataset
-from geosam.export.auto_calibration import calibrate
+from geosam.export.auto_calibration import calibrate, decode_region, parcels, region_manifest
 from geosam.export.val_regions import val_regions
 from geosam.runtime import SamModel
-from geosam.runtime.auto import AutoParams, choose_thresholds, tuned_thresholds
+from geosam.runtime.auto import AutoParams, AutoSegmenter, choose_thresholds, tuned_thresholds
+from geosam.segment.reader import WindowReader
 from geosam.utils.errors import GeosamError
 
 ORIGIN = (500_000.0, 5_000_000.0)
@@ -89,6 +90,25 @@ def test_calibration_finds_the_best_pair(model_dir: Path, dataset: Path) -> None
     assert 0.88 in result["grid"]["pred_iou_thresh"] and 0.95 in result["grid"]["stability_thresh"]
     assert result["val"]["split"] == "val" and result["val"]["tiles"] >= 1
     assert result["val"]["area_km2"] == pytest.approx(result["val"]["tiles"] * 0.065536, abs=1e-4)
+
+
+@pytest.mark.usefixtures("ranked_model")
+@pytest.mark.parametrize("pair", [(0.7, 0.97), (0.5, 0.5), (0.8, 0.5)])
+def test_calibration_replays_the_runtime(model_dir: Path, tmp_path: Path, pair: tuple) -> None:
+    """Candidates decoded once, then filtered by a pair, give the parcels a run with that
+    pair gives, the points it skips included: at (0.5, 0.5) the junk between parcels passes,
+    covers its window and the run decodes no point after it."""
+    parcels_ = grid_parcels(ORIGIN, 512.0, 64.0, 16.0)
+    raster = flat_parcels_raster(tmp_path / "flat.tif", parcels_, ORIGIN, 512)
+    model = SamModel.load(model_dir, threads=1)
+    region = decode_region(model, raster, raster, 16, 100.0)
+    replayed = parcels(region, region.kept(*pair))
+    params = AutoParams(points_per_side=16, pred_iou_thresh=pair[0], stability_thresh=pair[1])
+    with WindowReader(raster, region_manifest(model.manifest)) as reader:
+        segmenter = AutoSegmenter(model, reader, params, 100.0, min_hole_m2=100.0)
+        run = list(segmenter.masks())
+    assert [(m.box, m.area, m.score) for m in replayed] == [(m.box, m.area, m.score) for m in run]
+    assert segmenter.prompts < len(region.windows) * 16**2  # the run skipped points
 
 
 def test_calibration_without_val_parcels_gives_nothing(

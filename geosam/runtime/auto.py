@@ -454,14 +454,32 @@ def window_masks(
     decoded: it may give a better mask. Points are visited in SAM's order (rows, then
     columns), so what is found first decides which points are skipped.
     """
+
+    def decode(prompts: Iterator[np.ndarray]) -> Iterator[list[AutoMask]]:
+        for logits, scores in model.decode_points(embedding, prompts):
+            yield mask_candidates(logits, scores, tile, params, model.threshold, valid, dropped)
+
+    return grid_masks(decode, tile, params, found)
+
+
+def grid_masks(
+    decode: Callable[[Iterator[np.ndarray]], Iterator[list[AutoMask]]],
+    tile: TileWindow,
+    params: AutoParams,
+    found: np.ndarray | None = None,
+) -> tuple[list[AutoMask], int]:
+    """:func:`window_masks`' loop over the point grid, with ``decode`` turning the points it
+    is asked for (SAM coordinates, one at a time) into each point's candidates that pass
+    the filters: the decoder, or (to tune the filters, :mod:`geosam.export.auto_calibration`)
+    candidates decoded once beforehand, so that the points a run skips are skipped there too.
+    Returns the candidates and the number of points decoded."""
     points = point_grid(params.points_per_side, tile.shape)
     covered = np.zeros(tile.shape, bool) if found is None else found.copy()
     masks: list[AutoMask] = []
     decoded = 0
-    prompts = unfound(points, covered) if params.skip_found else points
-    for logits, scores in model.decode_points(embedding, prompts):
+    prompts = unfound(points, covered) if params.skip_found else iter(points)
+    for new in decode(prompts):
         decoded += 1
-        new = mask_candidates(logits, scores, tile, params, model.threshold, valid, dropped)
         if params.skip_found:
             for mask in new:
                 paint(covered, mask, tile.origin)
