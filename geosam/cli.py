@@ -619,6 +619,13 @@ def export_checkpoint(
     "decodes every point, as SAM does.",
 )
 @click.option(
+    "--keep-open-pieces",
+    is_flag=True,
+    help="--auto: keep a window's piece of a parcel that goes on beyond the window's edge where "
+    "the neighbouring window found nothing to join it. By default such pieces are dropped: "
+    "most are window-shaped parts of larger parcels, not parcels.",
+)
+@click.option(
     "--workers",
     default=1,
     show_default=True,
@@ -676,6 +683,7 @@ def segment(
     overlap: float,
     overlapping: bool,
     skip_found: bool,
+    keep_open_pieces: bool,
     workers: int,
     threads: int | None,
     scheduler: str | None,
@@ -730,6 +738,7 @@ def segment(
             overlap=overlap,
             coverage=not overlapping,
             skip_found=skip_found,
+            keep_open_pieces=keep_open_pieces,
             **given,
         )
         options = RegionOptions(Engine(workers, scheduler), block_windows, skip_bad, overwrite)

@@ -328,6 +328,30 @@ def test_one_mask_per_parcel_across_windows() -> None:
     assert duplicates > 0
 
 
+def test_open_pieces_are_dropped() -> None:
+    """A parcel across window 0's east edge (x 256) that window 1 (x 192-448), which sees it
+    whole, does not find: window 0's piece of it is dropped, unless kept by the option; a
+    merger given window 0's ground only (one block of windows) keeps it for the next."""
+    tiling = auto_tiling((600, 100), (1.0, 1.0), None, SIZE)
+    params = AutoParams(points_per_side=32)
+    labels = label_image([(40, 20, 100, 80), (245, 20, 285, 80)], (100, 600))
+    missed = np.where(labels == 2, 0, labels)
+
+    def run(windows: list, keep: bool = False, area=None):
+        merger = MaskMerger(tiling, replace(params, keep_open_pieces=keep), area=area)
+        final = []
+        for tile in windows:
+            seen = labels if tile.col == 0 else missed
+            final += merger.add(tile, perfect_decoder(seen, tile, params, Counter()))
+        return sorted(m.box for m in final + merger.flush()), merger.dropped["open piece"]
+
+    windows = list(tiling.windows())
+    assert run(windows) == ([(40, 20, 100, 80)], 1)
+    assert run(windows, keep=True) == ([(40, 20, 100, 80), (245, 20, 256, 80)], 0)
+    assert run(windows[:1], area=windows[0].box) == ([(40, 20, 100, 80), (245, 20, 256, 80)], 0)
+    assert run(windows[:1]) == ([(40, 20, 100, 80)], 1)
+
+
 # Parcels from a tenth of a window (26 px) to three windows (768 px) across on a 1200 px
 # raster of 6 x 6 windows of 256 px; the last is an L of two boxes, whose arms are seen apart.
 MANY_SIZES = [

@@ -61,6 +61,7 @@ from .masks import (
     fill_holes,
     join,
     mask_box,
+    open_piece,
     seen_alike,
 )
 from .reader import RasterReader
@@ -98,7 +99,9 @@ class AutoParams:
     pixels. ``coverage``: no pixel in two parcels (the better-ranked keeps it,
     :func:`~.masks.claim`); False keeps overlapping masks as SAM gives them.
     ``skip_found``: a grid point inside a mask already accepted is not decoded
-    (:func:`window_masks`); False decodes every point, as SAM does.
+    (:func:`window_masks`); False decodes every point, as SAM does. ``keep_open_pieces``:
+    keep a window's piece of a parcel that no neighbouring window continued
+    (:func:`~.masks.open_piece`), dropped by default.
     """
 
     points_per_side: int = 16
@@ -113,6 +116,7 @@ class AutoParams:
     min_hole_px: float = 0.0
     coverage: bool = True
     skip_found: bool = True
+    keep_open_pieces: bool = False
 
     def __post_init__(self) -> None:
         # named as the CLI's options where it has one
@@ -239,6 +243,12 @@ class Tiling:
 
     def __len__(self) -> int:
         return len(self.xs) * len(self.ys)
+
+    @property
+    def extent(self) -> GridBox:
+        """The raster on the tiling grid: where the last windows end."""
+        sx, sy = self.scale
+        return 0, 0, round(self.raster_size[0] / sx), round(self.raster_size[1] / sy)
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -579,14 +589,25 @@ class MaskMerger:
     waits in :attr:`pending`. In a coverage, a final parcel's contested pixels go to the
     better-ranked mask (:func:`~.masks.claim`), and a parcel left smaller than
     ``params.min_area_px`` is dropped; parcels rated below ``min_score`` are dropped before
-    they claim anything. :meth:`flush` returns what is left after the last window.
-    :attr:`dropped` counts what was dropped, by reason.
+    they claim anything, and so are open pieces (:func:`~.masks.open_piece`: one window's
+    piece cut at its edge where the next window, inside ``area``, gave nothing to join it).
+    ``area`` is the part of the grid whose windows this merger is given, by default the whole
+    raster (a block of windows passes its own: beyond it a piece may still be joined).
+    :meth:`flush` returns what is left after the last window. :attr:`dropped` counts what was
+    dropped, by reason.
     """
 
-    def __init__(self, tiling: Tiling, params: AutoParams, min_score: float | None = None) -> None:
+    def __init__(
+        self,
+        tiling: Tiling,
+        params: AutoParams,
+        min_score: float | None = None,
+        area: GridBox | None = None,
+    ) -> None:
         self.tiling = tiling
         self.params = params
         self.min_score = min_score
+        self.area = tiling.extent if area is None else area
         self.pending: list[AutoMask] = []
         self.dropped: Counter[str] = Counter()
 
@@ -657,6 +678,9 @@ class MaskMerger:
             low = [m.score < self.min_score for m in final]
             self.dropped[reasons.BELOW_SCORE] += sum(low)
             final = [m for m, below in zip(final, low, strict=True) if not below]
+        pieces = [not self.params.keep_open_pieces and open_piece(m, self.area) for m in final]
+        self.dropped[reasons.OPEN_PIECE] += sum(pieces)
+        final = [m for m, piece in zip(final, pieces, strict=True) if not piece]
         if self.params.coverage:
             final, self.pending = claim(final, self.pending)
         small = [m.area < max(self.params.min_area_px, 1) for m in final]

@@ -101,6 +101,34 @@ def seen_alike(a: AutoMask, b: AutoMask, min_iou: float) -> bool:
     return union > 0 and np.count_nonzero(in_a & in_b) > min_iou * union
 
 
+def open_piece(mask: AutoMask, area: GridBox) -> bool:
+    """Whether ``mask``, seen by one window only, reaches an edge of that window at a pixel
+    of ``area`` (the grid pixels whose windows were looked at): its parcel goes on where a
+    neighbouring window saw the ground, and that window gave no piece that joins it. Such a
+    piece is a window-shaped part of a parcel, not a parcel: on the NAIP val regions four in
+    five of them matched no field (docs/benchmarks.md, session 11)."""
+    if len(mask.seen) != 1:
+        return False
+    x0, y0, x1, y1 = mask.box
+    grown = (x0 - 1, y0 - 1, x1 + 1, y1 + 1)
+    shape = (y1 - y0 + 2, x1 - x0 + 2)
+    beyond = np.zeros(shape, bool)
+    for box, value in ((area, True), (mask.seen[0], False)):
+        shared = intersection(box, grown)
+        if shared is not None:
+            beyond[
+                shared[1] - grown[1] : shared[3] - grown[1],
+                shared[0] - grown[0] : shared[2] - grown[0],
+            ] = value
+    inside = crop(mask, grown)
+    edge = np.zeros(shape, bool)
+    edge[1:] |= inside[:-1]
+    edge[:-1] |= inside[1:]
+    edge[:, 1:] |= inside[:, :-1]
+    edge[:, :-1] |= inside[:, 1:]
+    return bool((edge & beyond).any())
+
+
 def join(pieces: Sequence[AutoMask]) -> AutoMask:
     """One parcel from the ``pieces`` different windows saw of it: their union, seen by all
     their windows, with score and stability averaged over the pieces weighted by area (a

@@ -3,7 +3,8 @@
 The CLI logs them and the QGIS plugin shows them in Processing's log, from the same counts
 made by the same loops, so a run reports the same reasons whichever front end ran it.
 Automatic mode's own filters (predicted IoU, stability, area, window edge, duplicate) are
-counted by :mod:`.auto` under their names.
+counted by :mod:`.auto` under their names; an open piece is a window's piece of a parcel that
+no neighbouring window continued (:func:`.masks.open_piece`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import Counter
 OUTSIDE = "outside the raster"
 BELOW_SCORE = "below the minimum score"
 EMPTY = "empty mask"
+OPEN_PIECE = "open piece"
 
 
 def describe_counts(counts: Counter[str]) -> str:

@@ -163,12 +163,15 @@ def run_block(task: BlockTask) -> BlockParcels:
     """Automatic mode over the windows of one block: its parcels as grid-pixel polygons.
 
     The merger keeps parcels of any size here (``min_area_px`` 0): a small piece at the
-    block edge may be part of a large parcel, measured once the client has joined it. A
-    parcel that reaches no other block is final, and measured here."""
+    block edge may be part of a large parcel, measured once the client has joined it; and
+    it knows only the block's windows, so a piece cut at the block edge is not an open
+    piece until the client has seen the next block's. A parcel that reaches no other block
+    is final, and measured here."""
     model = cached_model(task.model_dir, task.threads, task.flip_tta)
     segmenter = segmenter_for(task, model)
     params = segmenter.params
-    merger = MaskMerger(segmenter.tiling, replace(params, min_area_px=0.0), task.min_score)
+    area = block_tile(segmenter.tiling, task.side, task.block).box
+    merger = MaskMerger(segmenter.tiling, replace(params, min_area_px=0.0), task.min_score, area)
     final: list[AutoMask] = []
     try:
         for tile in block_windows(segmenter.tiling, task.side, task.block):

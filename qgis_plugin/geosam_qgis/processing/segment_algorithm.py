@@ -86,6 +86,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
     STABILITY_THRESH = "STABILITY_THRESH"
     OVERLAP = "OVERLAP"
     EVERY_POINT = "EVERY_POINT"
+    KEEP_OPEN_PIECES = "KEEP_OPEN_PIECES"
     PROMPTS = "PROMPTS"
     LABEL_FIELD = "LABEL_FIELD"
     MIN_SCORE = "MIN_SCORE"
@@ -239,15 +240,23 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced
             )
             self.addParameter(parameter)
-        every_point = QgsProcessingParameterBoolean(
-            self.EVERY_POINT,
-            "Automatic mode: decode every grid point, also inside parcels already found (slower)",
-            defaultValue=not defaults.skip_found,
-        )
-        every_point.setFlags(
-            every_point.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced
-        )
-        self.addParameter(every_point)
+        for name, label, default in (
+            (
+                self.EVERY_POINT,
+                "Automatic mode: decode every grid point, also inside parcels already found "
+                "(slower)",
+                not defaults.skip_found,
+            ),
+            (
+                self.KEEP_OPEN_PIECES,
+                "Automatic mode: keep pieces of parcels cut at a window edge that the next "
+                "window did not continue",
+                defaults.keep_open_pieces,
+            ),
+        ):
+            flag = QgsProcessingParameterBoolean(name, label, defaultValue=default)
+            flag.setFlags(flag.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+            self.addParameter(flag)
         self.addParameter(
             QgsProcessingParameterDistance(
                 self.SIMPLIFY,
@@ -406,6 +415,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
                 coverage=coverage,
                 skip_found=not self.parameterAsBool(parameters, self.EVERY_POINT, context),
+                keep_open_pieces=self.parameterAsBool(parameters, self.KEEP_OPEN_PIECES, context),
             ),
             model.manifest,
             model.manifest_source,
