@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from geosam import __version__
-from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, THRESHOLDS, AutoParams
+from geosam.runtime.auto import DEFAULT_MIN_AREA_M2, GRID, THRESHOLDS, AutoParams
 from geosam.utils.errors import GeosamError
 
 if TYPE_CHECKING:
@@ -51,11 +51,13 @@ def _int_list(
 
 def _auto_options(*options: tuple[str, float | None, str]) -> Callable[[Callable], Callable]:
     """The ``segment --auto`` settings: (name, default, help) each, shown with the default
-    (None: a float that has no fixed default; the help says what applies then)."""
+    (None: no fixed default, the help says what applies then; a number, or for
+    --points-per-side a whole number)."""
 
     def decorate(command: Callable) -> Callable:
         for name, default, text in reversed(options):
-            shown = {"type": float} if default is None else {"show_default": True}
+            kind = int if name == "--points-per-side" else float
+            shown = {"type": kind} if default is None else {"show_default": True}
             command = click.option(name, default=default, help=f"--auto: {text}", **shown)(command)
         return command
 
@@ -578,8 +580,9 @@ def export_checkpoint(
 @_auto_options(
     (
         "--points-per-side",
-        AutoParams.points_per_side,
-        "an N x N point grid per window; each point is one decoder call.",
+        None,
+        "an N x N point grid per window; each point is one decoder call. Default: the grid "
+        f"the model's thresholds were tuned at, else {AutoParams.points_per_side}.",
     ),
     (
         "--pred-iou-thresh",
@@ -675,7 +678,7 @@ def segment(
     crs: str | None,
     all_parts: bool,
     flip_tta: bool,
-    points_per_side: int,
+    points_per_side: int | None,
     pred_iou_thresh: float | None,
     stability_thresh: float | None,
     min_area: float,
@@ -728,13 +731,13 @@ def segment(
         from geosam.segment.dask_run import Engine
         from geosam.segment.region import RegionOptions, segment_region
 
+        chosen = (pred_iou_thresh, stability_thresh, points_per_side)
         given = {
             name: value
-            for name, value in zip(THRESHOLDS, (pred_iou_thresh, stability_thresh), strict=True)
+            for name, value in zip((*THRESHOLDS, GRID), chosen, strict=True)
             if value is not None
         }
         settings = AutoParams(
-            points_per_side=points_per_side,
             overlap=overlap,
             coverage=not overlapping,
             skip_found=skip_found,

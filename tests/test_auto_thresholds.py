@@ -81,8 +81,10 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.usefixtures("ranked_model")
 def test_calibration_finds_the_best_pair(model_dir: Path, dataset: Path) -> None:
     model = SamModel.load(model_dir, threads=1)
-    result = calibrate(model, dataset, "val", points_per_side=16)
+    result = calibrate(model, dataset, "val", grids=(2, 16))
     assert {k: result[k] for k in TUNED} == TUNED
+    assert result["points_per_side"] == 16  # 2 x 2 points per window fall between parcels
+    assert result["grid"]["points_per_side"] == [2, 16]
     assert result["f1"] == result["precision"] == result["recall"] == 1.0
     assert result["truth"] == result["matched"] > 0
     sam = result["sam_defaults"]
@@ -115,7 +117,7 @@ def test_calibration_without_val_parcels_gives_nothing(
     perfect_model: None, model_dir: Path, dataset: Path
 ) -> None:
     model = SamModel.load(model_dir, threads=1)
-    assert calibrate(model, dataset, "no-such-split", points_per_side=2) is None
+    assert calibrate(model, dataset, "no-such-split", grids=(2,)) is None
 
 
 def test_val_regions_join_the_val_tiles_back(tmp_path: Path) -> None:
@@ -190,6 +192,19 @@ def test_choose_thresholds() -> None:
     assert "no tuned" not in line
 
 
+def test_the_tuned_point_grid_is_used_unless_given() -> None:
+    manifest = {"auto_thresholds": {**TUNED, "points_per_side": 10}}
+    params, line = choose_thresholds(AutoParams(), manifest, "m.json", {})
+    assert params.points_per_side == 10
+    assert "points per side 10 (the model's, tuned on its val split)" in line
+    params, line = choose_thresholds(AutoParams(), manifest, "m.json", {"points_per_side": 12})
+    assert (params.points_per_side, params.pred_iou_thresh) == (12, 0.7)
+    assert "points per side 12 (given)" in line
+    params, line = choose_thresholds(AutoParams(), {"auto_thresholds": TUNED}, "m.json", {})
+    assert params.points_per_side == AutoParams.points_per_side
+    assert "points per side 16 (defaults)" in line
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
@@ -198,6 +213,9 @@ def test_choose_thresholds() -> None:
         ({**TUNED, "pred_iou_thresh": 1.5}, "auto_thresholds.pred_iou_thresh"),
         ({**TUNED, "stability_thresh": "high"}, "auto_thresholds.stability_thresh"),
         ({**TUNED, "stability_thresh": True}, "auto_thresholds.stability_thresh"),
+        ({**TUNED, "points_per_side": 0}, "auto_thresholds.points_per_side"),
+        ({**TUNED, "points_per_side": 2.5}, "auto_thresholds.points_per_side"),
+        ({**TUNED, "points_per_side": True}, "auto_thresholds.points_per_side"),
     ],
 )
 def test_malformed_tuned_thresholds_are_refused(entry: object, message: str) -> None:
@@ -245,6 +263,22 @@ def test_segment_uses_the_model_thresholds(
     assert result.exit_code == 0, result.output
     assert logged in result.stderr
     assert len(gpd.read_file(out)) == found
+
+
+@pytest.mark.usefixtures("ranked_model")
+def test_segment_runs_at_the_model_grid(model_dir: Path, flat_raster: Path, tmp_path: Path) -> None:
+    """Without --points-per-side the grid the thresholds were tuned at is used: 2 x 2
+    points per window all fall between the parcels of this scene, so nothing is found."""
+    model = tuned_copy(model_dir, tmp_path / "model", {**TUNED, "points_per_side": 2})
+    out = tmp_path / "parcels.gpkg"
+    command = ["segment", str(flat_raster), "--model", str(model), "--auto", "-o", str(out)]
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 0, result.output
+    assert "points per side 2 (the model's, tuned on its val split)" in result.stderr
+    assert len(gpd.read_file(out)) == 0
+    result = segment_auto_cli(model, flat_raster, out, "--overwrite")
+    assert "points per side 16 (given)" in result.stderr
+    assert len(gpd.read_file(out)) == 16
 
 
 def test_segment_refuses_a_malformed_manifest(

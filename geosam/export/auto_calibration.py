@@ -52,6 +52,7 @@ from geosam.export.val_regions import val_regions
 from geosam.runtime import SamModel
 from geosam.runtime.auto import (
     DEFAULT_MIN_AREA_M2,
+    GRID,
     THRESHOLDS,
     AutoParams,
     AutoSegmenter,
@@ -72,6 +73,10 @@ logger = logging.getLogger("geosam.export")
 # The grid searched: SAM's defaults are on it, so the result can be compared with them.
 PRED_IOU_GRID = tuple(sorted({*np.round(np.arange(0.30, 0.951, 0.05), 2).tolist(), 0.88}))
 STABILITY_GRID = tuple(sorted({*np.round(np.arange(0.50, 0.951, 0.05), 2).tolist(), 0.97}))
+# Point grids (points per window side) tried with them: SAM's 32 scaled to parcels (16) and a
+# coarser one, which the NAIP models preferred on their val regions (docs/benchmarks.md,
+# session 11) and which costs 2.6x fewer decoder calls.
+POINT_GRIDS = (10, 16)
 
 
 @dataclass
@@ -241,29 +246,41 @@ def calibrate(
     model: SamModel,
     dataset: Path,
     split: str,
-    points_per_side: int = AutoParams.points_per_side,
+    grids: Sequence[int] = POINT_GRIDS,
     min_area_m2: float = DEFAULT_MIN_AREA_M2,
 ) -> dict[str, Any] | None:
-    """The manifest's ``auto_thresholds``: the best pair, the scores it reaches and SAM's
-    defaults reach, the grid and the val regions used; None when ``dataset`` has no
-    ``split`` tile or no true parcel in them (nothing to tune on)."""
+    """The manifest's ``auto_thresholds``: the best point grid (of ``grids``, points per
+    window side) and pair, the scores they reach and SAM's defaults reach, the grids and the
+    val regions used; None when ``dataset`` has no ``split`` tile or no true parcel in them
+    (nothing to tune on). Ties go to the smaller grid (fewer decoder calls), then to the
+    stricter pair."""
+    counts: dict[tuple[int, float, float], Counts] = {}
     with tempfile.TemporaryDirectory(prefix="geosam-val-") as folder:
         regions = val_regions(dataset, split, Path(folder))
-        decoded = [
-            decode_region(model, region.image, region.truth, points_per_side, min_area_m2)
-            for region in regions
-        ]
-    if not any(len(region.truth_ids) for region in decoded):
-        return None
-    counts = grid_counts(decoded)
-    best = max(counts, key=lambda pair: (counts[pair].scores()["f1"], *pair))
-    sam = (AutoParams.pred_iou_thresh, AutoParams.stability_thresh)
+        for points in grids:  # one grid's candidates in memory at a time
+            decoded = [
+                decode_region(model, region.image, region.truth, points, min_area_m2)
+                for region in regions
+            ]
+            if not any(len(region.truth_ids) for region in decoded):
+                return None
+            counts.update({(points, *pair): c for pair, c in grid_counts(decoded).items()})
+    best = max(counts, key=lambda key: (counts[key].scores()["f1"], -key[0], *key[1:]))
+    sam_grid = AutoParams.points_per_side if AutoParams.points_per_side in grids else grids[0]
+    sam = (sam_grid, AutoParams.pred_iou_thresh, AutoParams.stability_thresh)
     return {
-        **dict(zip(THRESHOLDS, best, strict=True)),
+        **dict(zip((GRID, *THRESHOLDS), best, strict=True)),
         **counts[best].scores(),
-        "sam_defaults": {**dict(zip(THRESHOLDS, sam, strict=True)), **counts[sam].scores()},
+        "sam_defaults": {
+            **dict(zip((GRID, *THRESHOLDS), sam, strict=True)),
+            **counts[sam].scores(),
+        },
         "match_iou": MATCH_IOU,
-        "grid": {THRESHOLDS[0]: list(PRED_IOU_GRID), THRESHOLDS[1]: list(STABILITY_GRID)},
+        "grid": {
+            GRID: list(grids),
+            THRESHOLDS[0]: list(PRED_IOU_GRID),
+            THRESHOLDS[1]: list(STABILITY_GRID),
+        },
         "val": {
             "dataset": str(dataset.resolve()),
             "split": split,
@@ -271,7 +288,6 @@ def calibrate(
             "regions": len(regions),
             "area_km2": round(sum(region.area_m2 for region in decoded) / 1e6, 4),
         },
-        "points_per_side": points_per_side,
         "min_area_m2": min_area_m2,
     }
 
@@ -301,8 +317,10 @@ def calibrate_export(
         return None
     sam = result["sam_defaults"]
     logger.info(
-        "automatic mode thresholds: predicted IoU %g, stability %g (object F1@%g %.3f on %d %s "
-        "regions; SAM's %g, %g: %.3f)",
+        "automatic mode: %d x %d points, predicted IoU %g, stability %g (object F1@%g %.3f on "
+        "%d %s regions; SAM's %g, %g: %.3f)",
+        result[GRID],
+        result[GRID],
         result[THRESHOLDS[0]],
         result[THRESHOLDS[1]],
         MATCH_IOU,

@@ -75,10 +75,12 @@ BLOCKS_PER_WINDOW = 16
 # Parcels smaller than this are fragments (slivers at window edges, corners of fields); the
 # callers convert it to grid pixels for AutoParams.min_area_px.
 DEFAULT_MIN_AREA_M2 = 100.0
-# The manifest key of the thresholds tuned on the model's val split, and the AutoParams fields
-# it holds (geosam.export.auto_calibration writes it).
+# The manifest key of the settings tuned on the model's val split, and the AutoParams fields
+# it holds (geosam.export.auto_calibration writes it): the two filters, and the point grid
+# they were tuned at (chosen with them since session 11).
 TUNED_THRESHOLDS = "auto_thresholds"
 THRESHOLDS = ("pred_iou_thresh", "stability_thresh")
+GRID = "points_per_side"
 
 
 @dataclass(frozen=True)
@@ -144,10 +146,11 @@ class AutoParams:
 
 
 def tuned_thresholds(manifest: Mapping[str, Any], where: str) -> dict[str, float] | None:
-    """The thresholds tuned for this model on its val split, from its manifest (``where``
-    names the manifest in messages); None when it has none (an export older than the
-    calibration, another tool's decoder). A malformed entry is refused, not ignored: the
-    user would get thresholds nobody chose."""
+    """The thresholds tuned for this model on its val split, and the point grid they were
+    tuned at where the manifest says it, from its manifest (``where`` names the manifest in
+    messages); None when it has none (an export older than the calibration, another tool's
+    decoder). A malformed entry is refused, not ignored: the user would get thresholds
+    nobody chose."""
     entry = manifest.get(TUNED_THRESHOLDS)
     if entry is None:
         return None
@@ -165,31 +168,46 @@ def tuned_thresholds(manifest: Mapping[str, Any], where: str) -> dict[str, float
                 f"{value!r}: export the model again"
             )
         values[name] = float(value)
+    if GRID in entry:
+        grid = entry[GRID]
+        if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+            raise GeosamError(
+                f"{where}: {TUNED_THRESHOLDS}.{GRID} must be a whole number of at least 1, "
+                f"got {grid!r}: export the model again"
+            )
+        values[GRID] = grid
     return values
 
 
 def choose_thresholds(
     params: AutoParams, manifest: Mapping[str, Any], where: str, given: Mapping[str, float]
 ) -> tuple[AutoParams, str]:
-    """``params`` with automatic mode's thresholds each taken from ``given`` (the user's),
-    else from the model's tuned ones (:func:`tuned_thresholds`), else left as ``params``
-    has them (SAM's unless a caller set others); and one line for the log saying which
-    values are used and where they come from.
+    """``params`` with automatic mode's thresholds and point grid each taken from ``given``
+    (the user's), else from the model's tuned ones (:func:`tuned_thresholds`), else left as
+    ``params`` has them (SAM's unless a caller set others); and one line for the log saying
+    which values are used and where they come from.
 
     SAM's thresholds are Meta's for Meta's model: a tuned model's IoU head predicts other
-    values, so a threshold the user did not give is the model's own wherever it has one.
+    values, so a threshold the user did not give is the model's own wherever it has one;
+    and they hold at the grid they were tuned at.
     """
-    tuned = tuned_thresholds(manifest, where)
-    chosen = {name: getattr(params, name) for name in THRESHOLDS}
-    chosen.update(tuned or {})
+    tuned = tuned_thresholds(manifest, where) or {}
+    chosen = {name: getattr(params, name) for name in (*THRESHOLDS, GRID)}
+    chosen.update(tuned)
     chosen.update(given)
-    origin = "the model's, tuned on its val split" if tuned else "defaults"
+
+    def origin(name: str) -> str:
+        if name in given:
+            return "given"
+        return "the model's, tuned on its val split" if name in tuned else "defaults"
+
+    labels = ("predicted IoU", "stability", "points per side")
     described = ", ".join(
-        f"{label} {chosen[name]:g} ({'given' if name in given else origin})"
-        for name, label in zip(THRESHOLDS, ("predicted IoU", "stability"), strict=True)
+        f"{label} {chosen[name]:g} ({origin(name)})"
+        for name, label in zip((*THRESHOLDS, GRID), labels, strict=True)
     )
     line = f"automatic mode thresholds: {described}"
-    if tuned is None and len(given) < len(THRESHOLDS):
+    if not tuned and not all(name in given for name in THRESHOLDS):
         line += (
             f"; {where} has no tuned thresholds (an older export or another tool's decoder), "
             "so SAM's apply: give both thresholds, or export the model from its run again to "

@@ -57,7 +57,13 @@ from ..dependencies import require_onnxruntime
 from ..measure import area_m2, ellipsoidal
 from ..output_layer import OUTPUT_FIELDS, double_field
 from ..raster_reader import RasterWindows
-from ..runtime.auto import DEFAULT_MIN_AREA_M2, THRESHOLDS, AutoParams, choose_thresholds
+from ..runtime.auto import (
+    DEFAULT_MIN_AREA_M2,
+    GRID,
+    THRESHOLDS,
+    AutoParams,
+    choose_thresholds,
+)
 from ..runtime.errors import GeosamError
 from ..runtime.prompts import Prompt
 from ..runtime.reasons import EMPTY
@@ -194,16 +200,18 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
         )
         defaults = AutoParams()
         for name, title, kind, default, low, high in (
+            # no default: empty means the model's tuned value (or SAM's), known only once
+            # the model is chosen
             (
                 self.POINTS_PER_SIDE,
-                "Automatic mode: points per window side (N x N decoder calls per window)",
+                "Automatic mode: points per window side, N x N decoder calls per window "
+                "(empty: the grid the model's thresholds were tuned at, else "
+                f"{defaults.points_per_side})",
                 QgsProcessingParameterNumber.Type.Integer,
-                defaults.points_per_side,
+                None,
                 1,
                 None,
             ),
-            # no default: empty means the model's tuned value (or SAM's), known only once
-            # the model is chosen
             (
                 self.PRED_IOU_THRESH,
                 "Automatic mode: minimum predicted IoU of a mask (empty: the model's tuned "
@@ -402,16 +410,17 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
         simplify = self.parameterAsDouble(parameters, self.SIMPLIFY, context)
         if coverage and simplify > 0:
             feedback.pushWarning(NO_COVERAGE_SIMPLIFY.format(version=Qgis.QGIS_VERSION))
-        given = {
+        given: dict[str, float] = {
             name: self.parameterAsDouble(parameters, key, context)
             for name, key in zip(
                 THRESHOLDS, (self.PRED_IOU_THRESH, self.STABILITY_THRESH), strict=True
             )
             if parameters.get(key) not in (None, "")
         }
+        if parameters.get(self.POINTS_PER_SIDE) not in (None, ""):
+            given[GRID] = self.parameterAsInt(parameters, self.POINTS_PER_SIDE, context)
         settings, chosen = choose_thresholds(
             AutoParams(
-                points_per_side=self.parameterAsInt(parameters, self.POINTS_PER_SIDE, context),
                 overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
                 coverage=coverage,
                 skip_found=not self.parameterAsBool(parameters, self.EVERY_POINT, context),
