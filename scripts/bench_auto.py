@@ -64,8 +64,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7, help="Synthetic scene seed (unseen).")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads.")
     parser.add_argument("--repeat", type=int, default=1, help="Rounds of both sides, in turns.")
-    parser.add_argument("--points-per-side", type=int, default=AutoParams.points_per_side)
-    # None: the model's tuned thresholds (its manifest), else SAM's, as geosam segment --auto
+    # None: the model's tuned grid and thresholds (its manifest), else SAM's, as geosam
+    # segment --auto
+    parser.add_argument("--points-per-side", type=int)
     parser.add_argument("--pred-iou-thresh", type=float)
     parser.add_argument("--stability-thresh", type=float)
     parser.add_argument("--min-area", type=float, default=DEFAULT_MIN_AREA_M2, help="m²")
@@ -101,13 +102,14 @@ def main() -> None:
         for name, value in (
             ("pred_iou_thresh", args.pred_iou_thresh),
             ("stability_thresh", args.stability_thresh),
+            ("points_per_side", args.points_per_side),
         )
         if value is not None
     }
     results = {}
     for _ in range(args.repeat):
         for name, skip_found in SIDES.items():
-            params = AutoParams(points_per_side=args.points_per_side, skip_found=skip_found)
+            params = AutoParams(skip_found=skip_found)
             output = args.output / f"{name.replace(' ', '-')}.gpkg"
             output.unlink(missing_ok=True)
             start = time.perf_counter()
@@ -152,7 +154,8 @@ def report(args: argparse.Namespace, rasters: list[Path], km2: float, sides: lis
     lines = [
         f"{', '.join(r.name for r in rasters)} ({km2:.2f} km²), model {args.model}, "
         f"{args.threads} thread(s), "
-        f"{args.points_per_side}² points, pred IoU ≥ {threshold(args.pred_iou_thresh)}, "
+        f"{f'{args.points_per_side}²' if args.points_per_side else 'the model grid of'} points, "
+        f"pred IoU ≥ {threshold(args.pred_iou_thresh)}, "
         f"stability ≥ {threshold(args.stability_thresh)}, fastest of {args.repeat} round(s)",
         "",
         "| automatic mode | windows | decoder calls | seconds | km²/CPU-h | polygons "
