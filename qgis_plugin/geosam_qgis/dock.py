@@ -27,7 +27,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .runtime.auto import tuned_thresholds
+from .runtime.auto import GRID, tuned_thresholds
 from .runtime.errors import GeosamError
 
 NEW_LAYER_TEXT = "New temporary layer"
@@ -41,7 +41,7 @@ HELP = (
 
 def describe_manifest(manifest: Mapping[str, Any]) -> str:
     """One line: model type, input size, ground resolution and automatic-mode thresholds
-    (tuned on the model's val split, or SAM's) of a model manifest."""
+    and point grid (tuned on the model's val split, or SAM's) of a model manifest."""
     resolution = manifest.get("ground_resolution_m")
     ground = "the raster's own" if resolution is None else f"{float(resolution):g} m/px"
     try:
@@ -55,6 +55,8 @@ def describe_manifest(manifest: Mapping[str, Any]) -> str:
             f"thresholds tuned on its val split: predicted IoU {tuned['pred_iou_thresh']:g}, "
             f"stability {tuned['stability_thresh']:g}"
         )
+        if GRID in tuned:
+            thresholds += f", {tuned[GRID]} x {tuned[GRID]} points"
     return (
         f"model {manifest.get('model_type', 'unknown')} · input {manifest.get('input_size')} px"
         f" · ground resolution {ground} · {thresholds}"

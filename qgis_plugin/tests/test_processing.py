@@ -212,6 +212,8 @@ def test_automatic_mode_uses_the_model_thresholds(
     described = describe_manifest({"auto_thresholds": opened})
     assert "tuned on its val split: predicted IoU 0, stability 0" in described
     assert "no tuned thresholds" in describe_manifest({})
+    described = describe_manifest({"auto_thresholds": {**opened, "points_per_side": 10}})
+    assert described.endswith("stability 0, 10 x 10 points")
 
 
 def test_prompts_or_automatic_mode(provider: None, model_dir: Path, scene: Path) -> None:
