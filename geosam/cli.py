@@ -49,15 +49,15 @@ def _int_list(
         ) from None
 
 
-def _auto_options(*options: tuple[str, float | None, str]) -> Callable[[Callable], Callable]:
-    """The ``segment --auto`` settings: (name, default, help) each, shown with the default
-    (None: no fixed default, the help says what applies then; a number, or for
-    --points-per-side a whole number)."""
+def _auto_options(*options: tuple) -> Callable[[Callable], Callable]:
+    """The ``segment --auto`` settings: (name, default, help[, type]) each, shown with the
+    default (None: no fixed default, the help says what applies then; a value of ``type``,
+    float unless given)."""
 
     def decorate(command: Callable) -> Callable:
-        for name, default, text in reversed(options):
-            kind = int if name == "--points-per-side" else float
-            shown = {"type": kind} if default is None else {"show_default": True}
+        for name, default, text, *kind in reversed(options):
+            typed = {"type": kind[0] if kind else float}
+            shown = typed if default is None else {"show_default": True}
             command = click.option(name, default=default, help=f"--auto: {text}", **shown)(command)
         return command
 
@@ -583,6 +583,7 @@ def export_checkpoint(
         None,
         "an N x N point grid per window; each point is one decoder call. Default: the grid "
         f"the model's thresholds were tuned at, else {AutoParams.points_per_side}.",
+        int,
     ),
     (
         "--pred-iou-thresh",

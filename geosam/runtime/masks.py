@@ -106,8 +106,9 @@ def open_piece(mask: AutoMask, area: GridBox) -> bool:
     of ``area`` (the grid pixels whose windows were looked at): its parcel goes on where a
     neighbouring window saw the ground, and that window gave no piece that joins it. Such a
     piece is a window-shaped part of a parcel, not a parcel: on the NAIP val regions four in
-    five of them matched no field (docs/benchmarks.md, session 11)."""
-    if len(mask.seen) != 1:
+    five of them matched no field (docs/benchmarks.md, session 11). Only a ``cut`` mask can
+    be one (it touches an inner edge of its window), so the rest cost no pixel work."""
+    if len(mask.seen) != 1 or not mask.cut:
         return False
     x0, y0, x1, y1 = mask.box
     grown = (x0 - 1, y0 - 1, x1 + 1, y1 + 1)
