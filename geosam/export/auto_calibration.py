@@ -96,7 +96,9 @@ class DecodedRegion:
     @functools.cached_property
     def ranks(self) -> np.ndarray:
         """(candidates, 2) predicted IoU and stability, over all windows and points in order."""
-        ranks = [m.rank for _, points in self.windows for masks in points for m in masks]
+        ranks = [
+            (m.score, m.stability) for _, points in self.windows for masks in points for m in masks
+        ]
         return np.array(ranks).reshape(-1, 2)
 
     def kept(self, pred_iou: float, stability: float) -> np.ndarray:

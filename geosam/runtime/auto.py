@@ -63,6 +63,7 @@ from .masks import (
     mask_box,
     open_piece,
     seen_alike,
+    tightened,
 )
 from .reader import RasterReader
 from .windows import GeoTransform, Window, WindowParams, pixel_to_map, sam_coords
@@ -81,6 +82,12 @@ DEFAULT_MIN_AREA_M2 = 100.0
 TUNED_THRESHOLDS = "auto_thresholds"
 THRESHOLDS = ("pred_iou_thresh", "stability_thresh")
 GRID = "points_per_side"
+# The fine pass (AutoSegmenter.fine_parcels): windows of 1/FINE_ZOOM the side, read at
+# FINE_ZOOM times the grid's resolution so that they fill the model's input again.
+FINE_ZOOM = 2
+# A fine-pass parcel is one where the first pass found none: at most this share of its
+# pixels may lie on that pass's parcels.
+FINE_MAX_COVERED = 0.2
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,10 @@ class AutoParams:
     ``skip_found``: a grid point inside a mask already accepted is not decoded
     (:func:`window_masks`); False decodes every point, as SAM does. ``keep_open_pieces``:
     keep a window's piece of a parcel that no neighbouring window continued
-    (:func:`~.masks.open_piece`), dropped by default.
+    (:func:`~.masks.open_piece`), dropped by default. ``fine_pass``: look again, at twice
+    the resolution, at the ground the first pass left uncovered
+    (:meth:`AutoSegmenter.fine_parcels`), for parcels too small for the model at its own
+    scale; off by default (it costs about twice the time).
     """
 
     points_per_side: int = 16
@@ -119,6 +129,7 @@ class AutoParams:
     coverage: bool = True
     skip_found: bool = True
     keep_open_pieces: bool = False
+    fine_pass: bool = False
 
     def __post_init__(self) -> None:
         # named as the CLI's options where it has one
@@ -293,6 +304,19 @@ class Tiling:
             row, col, Window(col_off, row_off, cols, rows, out_h, out_w), (x, y), inner
         )
 
+    def fine(self, overlap: float) -> Tiling:
+        """The fine pass's tiling: windows of 1/:data:`FINE_ZOOM` this one's side on the same
+        grid (and so the same blocks of raster pixels), ``overlap`` of a side shared by
+        neighbours. Read at FINE_ZOOM times the grid's resolution (:func:`zoomed`), each
+        window fills the model's input again."""
+        span = max(1, self.size // self.block // FINE_ZOOM)
+        stride = max(1, span - round(overlap * span))
+        xs, ys = (
+            window_offsets(extent, block_px, span, stride, self.block)
+            for extent, block_px in zip(self.raster_size, self.block_px, strict=True)
+        )
+        return replace(self, size=span * self.block, xs=xs, ys=ys)
+
     def transform(self, raster_transform: GeoTransform, x: int, y: int) -> GeoTransform:
         """The geotransform (GDAL order) of the grid with pixel (x, y) as its origin: what a
         mask crop whose box starts there is polygonized with."""
@@ -362,21 +386,27 @@ def auto_tiling(
         scale = [ground_resolution_m / size for size in pixel_size_m]
     block_px = tuple(max(1, round(block * max(s, 1.0 / max_upsample))) for s in scale)
 
-    def offsets(extent: int, block_extent: int) -> tuple[int, ...]:
-        blocks = math.ceil(extent / block_extent)
-        if blocks <= span:
-            return (0,)
-        starts = [*range(0, blocks - span, stride), blocks - span]
-        return tuple(start * block for start in starts)
-
     return Tiling(
         tuple(raster_size),
         input_size,
         block,
         block_px,
-        offsets(raster_size[0], block_px[0]),
-        offsets(raster_size[1], block_px[1]),
+        window_offsets(raster_size[0], block_px[0], span, stride, block),
+        window_offsets(raster_size[1], block_px[1], span, stride, block),
     )
+
+
+def window_offsets(
+    extent: int, block_extent: int, span: int, stride: int, block: int
+) -> tuple[int, ...]:
+    """Grid offsets of windows of ``span`` blocks every ``stride`` blocks along a raster
+    side of ``extent`` pixels (``block_extent`` pixels a block of ``block`` grid pixels), the
+    last one ending at the far edge."""
+    blocks = math.ceil(extent / block_extent)
+    if blocks <= span:
+        return (0,)
+    starts = [*range(0, blocks - span, stride), blocks - span]
+    return tuple(start * block for start in starts)
 
 
 def point_grid(points_per_side: int, shape: tuple[int, int]) -> np.ndarray:
@@ -460,6 +490,19 @@ def touches_inner_edge(box: GridBox, tile: TileWindow, margin: int) -> bool:
     )
 
 
+def zoomed(window: Window, zoom: int) -> Window:
+    """``window`` read at ``zoom`` times its output size."""
+    return replace(window, out_height=window.out_height * zoom, out_width=window.out_width * zoom)
+
+
+def pooled(logits: np.ndarray, zoom: int) -> np.ndarray:
+    """(K, H·zoom, W·zoom) logits averaged over ``zoom`` x ``zoom`` pixels: (K, H, W), the
+    grid's resolution, where masks of every window and pass are compared and joined."""
+    count, height, width = logits.shape
+    shape = (count, height // zoom, zoom, width // zoom, zoom)
+    return logits.reshape(shape).mean(axis=(2, 4))
+
+
 def window_masks(
     model: SamModel,
     embedding: Embedding,
@@ -468,6 +511,7 @@ def window_masks(
     valid: np.ndarray | None = None,
     dropped: Counter[str] | None = None,
     found: np.ndarray | None = None,
+    zoom: int = 1,
 ) -> tuple[list[AutoMask], int]:
     """Automatic mode on one encoded window: every candidate of its point grid that passes
     :func:`mask_candidates` (duplicates are :class:`MaskMerger`'s to remove), and the number
@@ -481,13 +525,17 @@ def window_masks(
     windows found whole, :meth:`MaskMerger.found`). A point in a rejected mask is still
     decoded: it may give a better mask. Points are visited in SAM's order (rows, then
     columns), so what is found first decides which points are skipped.
+
+    ``embedding`` may be of the window at ``zoom`` times its grid size (the fine pass): each
+    point's logits are then pooled back to the grid (:func:`pooled`) before the filters.
     """
 
     def decode(prompts: Iterator[np.ndarray]) -> Iterator[list[AutoMask]]:
         for logits, scores in model.decode_points(embedding, prompts):
+            logits = pooled(logits, zoom) if zoom > 1 else logits
             yield mask_candidates(logits, scores, tile, params, model.threshold, valid, dropped)
 
-    return grid_masks(decode, tile, params, found)
+    return grid_masks(decode, tile, params, found, zoom)
 
 
 def grid_masks(
@@ -495,17 +543,21 @@ def grid_masks(
     tile: TileWindow,
     params: AutoParams,
     found: np.ndarray | None = None,
+    zoom: int = 1,
 ) -> tuple[list[AutoMask], int]:
     """:func:`window_masks`' loop over the point grid, with ``decode`` turning the points it
     is asked for (SAM coordinates, one at a time) into each point's candidates that pass
     the filters: the decoder, or (to tune the filters, :mod:`geosam.export.auto_calibration`)
     candidates decoded once beforehand, so that the points a run skips are skipped there too.
-    Returns the candidates and the number of points decoded."""
-    points = point_grid(params.points_per_side, tile.shape)
+    The points are those of the window's image, ``zoom`` times its grid size (the fine
+    pass's), the candidates on the grid. Returns the candidates and the number of points
+    decoded."""
+    height, width = tile.shape
+    points = point_grid(params.points_per_side, (height * zoom, width * zoom))
     covered = np.zeros(tile.shape, bool) if found is None else found.copy()
     masks: list[AutoMask] = []
     decoded = 0
-    prompts = unfound(points, covered) if params.skip_found else iter(points)
+    prompts = unfound(points, covered, zoom) if params.skip_found else iter(points)
     for new in decode(prompts):
         decoded += 1
         if params.skip_found:
@@ -515,11 +567,12 @@ def grid_masks(
     return masks, decoded
 
 
-def unfound(points: np.ndarray, covered: np.ndarray) -> Iterator[np.ndarray]:
-    """The ``points`` (SAM coordinates in an image of ``covered``'s shape) whose pixel is not
-    ``covered``, each looked up when it is asked for: ``covered`` may grow in between."""
+def unfound(points: np.ndarray, covered: np.ndarray, zoom: int = 1) -> Iterator[np.ndarray]:
+    """The ``points`` (SAM coordinates in an image ``zoom`` times ``covered``'s shape) whose
+    pixel is not ``covered``, each looked up when it is asked for: ``covered`` may grow in
+    between."""
     height, width = covered.shape
-    pixels = np.floor(points + 0.5).astype(np.int64)  # SAM's pixel centres are integers
+    pixels = np.floor(points + 0.5).astype(np.int64) // zoom  # SAM's pixel centres are integers
     for point, (x, y) in zip(points, pixels, strict=True):
         if not covered[min(max(y, 0), height - 1), min(max(x, 0), width - 1)]:
             yield point
@@ -535,9 +588,10 @@ def paint(image: np.ndarray, mask: AutoMask, origin: tuple[int, int]) -> None:
 def suppress(
     masks: Sequence[AutoMask], params: AutoParams, new: Sequence[bool] | None = None
 ) -> list[bool]:
-    """Which of ``masks`` to keep: greedy non-maximum suppression by predicted IoU (then
-    stability), where two masks are duplicates when their IoU exceeds ``params.nms_iou`` or
-    their overlap covers more than ``params.containment`` of the smaller one.
+    """Which of ``masks`` to keep: greedy non-maximum suppression by rank (predicted IoU,
+    then stability; :attr:`~.masks.AutoMask.rank`), where two masks are duplicates when
+    their IoU exceeds ``params.nms_iou`` or their overlap covers more than
+    ``params.containment`` of the smaller one.
 
     Pairs of masks that are both not ``new`` are known not to be duplicates (they survived
     an earlier call) and are not compared again, so the box test is a (new x all) matrix.
@@ -554,7 +608,7 @@ def suppress(
     for a, b in zip(rows[np.nonzero(possible)[0]], np.nonzero(possible)[1], strict=True):
         rivals[a].add(int(b))
         rivals[b].add(int(a))
-    order = sorted(range(count), key=lambda i: (-masks[i].score, -masks[i].stability))
+    order = sorted(range(count), key=lambda i: masks[i].rank, reverse=True)
     keep = np.zeros(count, bool)
     for i in order:
         keep[i] = not any(keep[j] and duplicates(masks[i], masks[j], params) for j in rivals[i])
@@ -650,7 +704,8 @@ class MaskMerger:
         reaches beyond it can continue it, and that takes a point inside it."""
         found = np.zeros(tile.shape, bool)
         for mask in self.pending:
-            if not mask.cut and (self.min_score is None or mask.score >= self.min_score):
+            whole = not mask.cut and not mask.fine  # a fine mask may be a part of a parcel
+            if whole and (self.min_score is None or mask.score >= self.min_score):
                 paint(found, mask, tile.origin)
         return found
 
@@ -675,7 +730,9 @@ class MaskMerger:
 
         for i, old in enumerate(near):
             for j, new in enumerate(masks, start=len(near)):
-                if (old.cut or new.cut) and seen_alike(old, new, self.params.nms_iou):
+                # a fine-pass mask is whole in its sub-window, and not a piece to continue
+                fine = old.fine or new.fine
+                if (old.cut or new.cut) and not fine and seen_alike(old, new, self.params.nms_iou):
                     group[root(j)] = root(i)
         members: dict[int, list[AutoMask]] = {}
         for i, mask in enumerate([*near, *masks]):
@@ -757,16 +814,109 @@ class AutoSegmenter:
         ``progress(done, total)`` is called after each window; ``cancelled()`` is asked
         before each, and stops the loop at once (the masks still pending are not handed out).
         """
+        fine = self.tiling.fine(self.params.overlap) if self.params.fine_pass else None
+        total = len(self.tiling) + (0 if fine is None else len(fine))
         merger = MaskMerger(self.tiling, self.params, self.min_score)
+        parcels: list[AutoMask] = []  # kept for the fine pass only
         for done, tile in enumerate(self.tiling.windows()):
             if cancelled is not None and cancelled():
                 return
             found = merger.found(tile) if self.params.skip_found else None
-            yield from merger.add(tile, self.candidates(tile, found))
+            final = merger.add(tile, self.candidates(tile, found))
+            if fine is None:
+                yield from final
+            else:
+                parcels += final
             if progress is not None:
-                progress(done + 1, len(self.tiling))
-        yield from merger.flush()
+                progress(done + 1, total)
         self.dropped.update(merger.dropped)
+        if fine is None:
+            yield from merger.flush()
+            return
+        parcels += merger.flush()
+        yield from parcels
+
+        def fine_progress(done: int, _: int) -> None:
+            if progress is not None:
+                progress(len(self.tiling) + done, total)
+
+        yield from self.fine_parcels(parcels, None, fine_progress, cancelled)
+
+    def fine_parcels(
+        self,
+        parcels: Sequence[AutoMask],
+        area: GridBox | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> list[AutoMask]:
+        """The fine pass: automatic mode again over ``area`` (grid pixels, by default the
+        raster), with the windows of :meth:`Tiling.fine` read at :data:`FINE_ZOOM` times the
+        grid's resolution and their logits pooled back to it, prompted only where none of
+        ``parcels`` (the pass at the model's own scale) lies; the parcels it finds that
+        mostly lie on ground ``parcels`` left uncovered, less what they share with it,
+        marked ``fine``. A block of a region passes its own ``area``: its fine windows are
+        those whose origin lies in it.
+
+        Why: the decoder's masks are a quarter of its input's resolution, so a parcel 20-50
+        grid pixels across is a few mask pixels at the model's scale and mostly missed
+        (fields under 0.3 ha on NAIP at 1 m); at twice the resolution it is twice that.
+        Parcels the first pass found keep their ground: a fine mask ranks below them.
+        """
+        tiling = self.tiling.fine(self.params.overlap)
+        area = self.tiling.extent if area is None else area
+        width, height = area[2] - area[0], area[3] - area[1]
+        covered = AutoMask(area, np.zeros((height, width), bool), 0.0, 0.0)
+        for parcel in parcels:
+            paint(covered.mask, parcel, area[:2])
+        # a fine window covers a quarter of a window's ground: about half the points per side
+        # keep the first pass's spacing on the ground (NAIP: 6 for 10 found as many parcels as
+        # 10 did, with half the decoder calls; docs/benchmarks.md, session 12)
+        params = replace(self.params, points_per_side=self.params.points_per_side // 2 + 1)
+        merger = MaskMerger(tiling, params, self.min_score, area)
+        found: list[AutoMask] = []
+        windows = [
+            tile
+            for tile in tiling.windows()
+            if area[0] <= tile.origin[0] < area[2] and area[1] <= tile.origin[1] < area[3]
+        ]
+        for done, tile in enumerate(windows):
+            if cancelled is not None and cancelled():
+                return []
+            seen = crop(covered, tile.box) | merger.found(tile)
+            found += merger.add(tile, self.fine_candidates(tile, params, seen))
+            if progress is not None:
+                progress(done + 1, len(windows))
+        found += merger.flush()
+        self.dropped.update(merger.dropped)
+        kept = []
+        for parcel in sorted(found, key=lambda m: m.rank, reverse=True):
+            free = parcel.mask & ~crop(covered, parcel.box)
+            area_free = np.count_nonzero(free)
+            if area_free < (1 - FINE_MAX_COVERED) * parcel.area or area_free < params.min_area_px:
+                self.dropped[reasons.FINE_COVERED] += 1
+                continue
+            kept.append(replace(tightened(parcel, free), fine=True))
+            paint(covered.mask, kept[-1], area[:2])
+        return kept
+
+    def fine_candidates(
+        self, tile: TileWindow, params: AutoParams, seen: np.ndarray
+    ) -> list[AutoMask]:
+        """A fine window read at :data:`FINE_ZOOM` times its grid size, encoded and prompted
+        where ``seen`` ((H, W) of ``tile``: parcels found) is not; not encoded at all when
+        every point of its grid is seen."""
+        height, width = tile.shape
+        points = point_grid(params.points_per_side, (height * FINE_ZOOM, width * FINE_ZOOM))
+        if next(unfound(points, seen, FINE_ZOOM), None) is None:
+            return []
+        embedding = self.model.encode(self.reader.read(zoomed(tile.window, FINE_ZOOM)))
+        self.encoded += 1
+        masks, decoded = window_masks(
+            self.model, embedding, tile, params, self.reader.valid(tile.window), self.dropped,
+            seen, FINE_ZOOM,
+        )  # fmt: skip
+        self.prompts += decoded
+        return masks
 
     def candidates(self, tile: TileWindow, found: np.ndarray | None = None) -> list[AutoMask]:
         """``tile`` read, encoded and prompted with its point grid: the masks that pass the

@@ -32,7 +32,8 @@ class AutoMask:
     """A mask on the tiling grid: ``box``, ``mask`` the boolean crop of that box, ``score``
     the decoder's predicted IoU, ``stability`` SAM's stability score; ``seen`` the boxes of
     the windows it was seen in, ``cut`` whether some of them cut it (it touches one of their
-    edges inside the raster, so the parcel may go on beyond)."""
+    edges inside the raster, so the parcel may go on beyond); ``fine`` whether the fine pass
+    found it (:meth:`~.auto.AutoSegmenter.fine_parcels`): such a mask gives way to every other."""
 
     box: GridBox
     mask: np.ndarray
@@ -40,15 +41,19 @@ class AutoMask:
     stability: float
     seen: tuple[GridBox, ...] = ()
     cut: bool = False
+    fine: bool = False
 
     @property
     def area(self) -> int:
         return int(np.count_nonzero(self.mask))
 
     @property
-    def rank(self) -> tuple[float, float]:
-        """The order in which masks win: duplicates and contested pixels go to the higher."""
-        return self.score, self.stability
+    def rank(self) -> tuple[bool, float, float]:
+        """The order in which masks win: duplicates and contested pixels go to the higher. A
+        fine-pass mask ranks below every mask of the window's own pass: it is only meant
+        where that pass found nothing, and a piece of a parcel seen at twice the resolution
+        may well be rated higher than the whole."""
+        return not self.fine, self.score, self.stability
 
 
 def mask_box(mask: np.ndarray) -> GridBox:
@@ -238,11 +243,11 @@ def claim(
             crops[loser][y0 - by : y1 - by, x0 - bx : x1 - bx] &= ~masks[winner].mask[
                 y0 - wy : y1 - wy, x0 - wx : x1 - wx
             ]
-    carved = [_tight(mask, pixels) for mask, pixels in zip(masks, crops, strict=True)]
+    carved = [tightened(mask, pixels) for mask, pixels in zip(masks, crops, strict=True)]
     return carved[: len(final)], carved[len(final) :]
 
 
-def _tight(mask: AutoMask, pixels: np.ndarray) -> AutoMask:
+def tightened(mask: AutoMask, pixels: np.ndarray) -> AutoMask:
     """``mask`` with ``pixels`` as its crop, its box shrunk to them (kept when empty)."""
     if not pixels.any():
         return replace(mask, mask=pixels)

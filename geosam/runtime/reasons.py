@@ -15,6 +15,8 @@ OUTSIDE = "outside the raster"
 BELOW_SCORE = "below the minimum score"
 EMPTY = "empty mask"
 OPEN_PIECE = "open piece"
+# a fine pass's parcel mostly on parcels the first pass found (AutoSegmenter.fine_parcels)
+FINE_COVERED = "fine-pass parcel on a found parcel"
 
 
 def describe_counts(counts: Counter[str]) -> str:

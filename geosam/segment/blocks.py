@@ -177,9 +177,11 @@ def run_block(task: BlockTask) -> BlockParcels:
         for tile in block_windows(segmenter.tiling, task.side, task.block):
             found = merger.found(tile) if params.skip_found else None
             final += merger.add(tile, segmenter.candidates(tile, found))
+        final += merger.flush()
+        if params.fine_pass:
+            final += segmenter.fine_parcels(final, area)
     finally:
         cached_reader(task.raster, model).close()  # and GDAL's cached blocks of it
-    final += merger.flush()
     result = BlockParcels(task.key, windows=segmenter.encoded, prompts=segmenter.prompts)
     result.dropped.update(segmenter.dropped)
     result.dropped.update(merger.dropped)
@@ -209,6 +211,7 @@ def parcel_row(mask: AutoMask, polygon: shapely.Geometry, border: bool) -> dict:
         "stability": mask.stability,
         "border": border,
         "cut": mask.cut,
+        "fine": mask.fine,
         "bits": np.packbits(mask.mask).tobytes() if border else None,
         "box": list(mask.box),
         "seen": [list(box) for box in mask.seen],
@@ -232,7 +235,7 @@ def row_mask(row: Mapping) -> AutoMask:
     bits = np.frombuffer(row["bits"], np.uint8)
     mask = np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
     seen = tuple(tuple(b) for b in row["seen"])
-    return AutoMask(box, mask, row["score"], row["stability"], seen, row["cut"])
+    return AutoMask(box, mask, row["score"], row["stability"], seen, row["cut"], row["fine"])
 
 
 def merge_blocks(

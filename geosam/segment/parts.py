@@ -96,6 +96,7 @@ _SCHEMA = pa.schema(
         ("stability", pa.float64()),
         ("border", pa.bool_()),
         ("cut", pa.bool_()),
+        ("fine", pa.bool_()),
         ("bits", pa.binary()),
         ("box", pa.list_(pa.int64())),
         ("seen", pa.list_(pa.list_(pa.int64()))),

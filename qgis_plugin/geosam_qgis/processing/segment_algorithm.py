@@ -93,6 +93,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
     OVERLAP = "OVERLAP"
     EVERY_POINT = "EVERY_POINT"
     KEEP_OPEN_PIECES = "KEEP_OPEN_PIECES"
+    FINE_PASS = "FINE_PASS"
     PROMPTS = "PROMPTS"
     LABEL_FIELD = "LABEL_FIELD"
     MIN_SCORE = "MIN_SCORE"
@@ -261,6 +262,12 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 "window did not continue",
                 defaults.keep_open_pieces,
             ),
+            (
+                self.FINE_PASS,
+                "Automatic mode: look again at twice the resolution where no parcel was found, "
+                "for parcels too small for the model (about twice the time)",
+                defaults.fine_pass,
+            ),
         ):
             flag = QgsProcessingParameterBoolean(name, label, defaultValue=default)
             flag.setFlags(flag.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
@@ -425,6 +432,7 @@ class SegmentParcelsAlgorithm(QgsProcessingAlgorithm):
                 coverage=coverage,
                 skip_found=not self.parameterAsBool(parameters, self.EVERY_POINT, context),
                 keep_open_pieces=self.parameterAsBool(parameters, self.KEEP_OPEN_PIECES, context),
+                fine_pass=self.parameterAsBool(parameters, self.FINE_PASS, context),
             ),
             model.manifest,
             model.manifest_source,
