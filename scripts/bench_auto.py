@@ -8,6 +8,9 @@ and scores each parcel map against the true parcels with :mod:`geosam.segment.sc
 (object precision, recall and F1 at IoU 0.5, one to one, and the matched mean IoU), in the
 raster's valid footprint. Throughput is km² of raster per CPU-hour, CPU-hours being seconds
 x ``--threads`` / 3600 (onnxruntime's intra-op threads, pinned).
+``--fine-pass`` adds a third side, skipping found points and then the fine pass
+(``--fine-pass``, :meth:`geosam.runtime.auto.AutoSegmenter.fine_parcels`), to weigh what it
+finds against what it costs.
 
 The scene is a synthetic one (``geosam synth``, ``--size`` and ``--seed``: use a seed the
 model was not trained on) unless ``--raster`` (one or more) and ``--truth`` name real ones; the
@@ -36,7 +39,9 @@ from geosam.segment.polygons import geodesic_area
 from geosam.segment.score import score_parcel_map
 from geosam.segment.score_inputs import raster_area
 
-SIDES = {"every point": False, "skip found": True}
+SIDES = {"every point": {"skip_found": False}, "skip found": {"skip_found": True}}
+# --fine-pass adds a third side: skipping found points, then the fine pass
+FINE = {"skip found + fine pass": {"skip_found": True, "fine_pass": True}}
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pred-iou-thresh", type=float)
     parser.add_argument("--stability-thresh", type=float)
     parser.add_argument("--min-area", type=float, default=DEFAULT_MIN_AREA_M2, help="m²")
+    parser.add_argument(
+        "--fine-pass",
+        action="store_true",
+        help="Also run skip found with the fine pass (geosam segment --auto --fine-pass).",
+    )
     parser.add_argument("-o", "--output", type=Path, default=Path("out/bench_auto"))
     args = parser.parse_args()
     if (args.raster is None) != (args.truth is None):
@@ -96,7 +106,8 @@ def main() -> None:
     areas = [raster_area(raster) for raster in rasters]
     km2 = sum(float(geodesic_area([a.geometry], CRS(a.crs))[0]) for a in areas) / 1e6
     segment = SegmentParams(threads=args.threads)
-    seconds: dict[str, list[float]] = {name: [] for name in SIDES}
+    ways = {**SIDES, **(FINE if args.fine_pass else {})}
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
     given = {
         name: value
         for name, value in (
@@ -108,8 +119,8 @@ def main() -> None:
     }
     results = {}
     for _ in range(args.repeat):
-        for name, skip_found in SIDES.items():
-            params = AutoParams(skip_found=skip_found)
+        for name, settings in ways.items():
+            params = AutoParams(**settings)
             output = args.output / f"{name.replace(' ', '-')}.gpkg"
             output.unlink(missing_ok=True)
             start = time.perf_counter()
@@ -120,7 +131,7 @@ def main() -> None:
             seconds[name].append(time.perf_counter() - start)
     truth = gpd.read_file(truth_path)
     sides = []
-    for name in SIDES:
+    for name in ways:
         result = results[name]
         scores = score_parcel_map(gpd.read_file(result.output), truth, areas).overall.scores
         fastest = min(seconds[name])
@@ -169,15 +180,17 @@ def report(args: argparse.Namespace, rasters: list[Path], km2: float, sides: lis
             f"{number(side.precision)} | {number(side.recall)} | {number(side.f1)} | "
             f"{number(side.matched_miou)} |"
         )
-    before, after = sides
+    before, after = sides[:2]
     ratio = after.km2_per_cpu_hour / before.km2_per_cpu_hour
-    calls = before.decoder_calls / max(after.decoder_calls, 1)
-    lines += [
-        "",
-        f"km²/CPU-h ratio: {ratio:.2f}x; decoder calls {calls:.2f}x fewer; "
-        f"F1 {number(before.f1)} -> {number(after.f1)}; "
-        f"median seconds {np.median(before.seconds):.1f} -> {np.median(after.seconds):.1f}",
-    ]
+    lines.append("")
+    for side in sides[1:]:
+        calls = before.decoder_calls / max(side.decoder_calls, 1)
+        lines.append(
+            f"{side.name} against {before.name}: "
+            f"km²/CPU-h ratio {side.km2_per_cpu_hour / before.km2_per_cpu_hour:.2f}x; "
+            f"decoder calls {calls:.2f}x fewer; F1 {number(before.f1)} -> {number(side.f1)}; "
+            f"median seconds {np.median(before.seconds):.1f} -> {np.median(side.seconds):.1f}"
+        )
     print("\n".join(lines))
     summary = {
         "rasters": [str(r) for r in rasters],

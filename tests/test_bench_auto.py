@@ -1,6 +1,6 @@
 """scripts/bench_auto.py end to end on a one-window synthetic scene with the untuned tiny model:
 both sides run on the same windows, every point is decoded on one side, and the summary says
-so."""
+so; with --fine-pass a third side adds the fine pass's windows and calls."""
 
 from __future__ import annotations
 
@@ -25,12 +25,14 @@ def test_bench_auto_side_by_side(
     model = export_tiny(tmp_path)
     out = tmp_path / "bench"
     args = ["--model", str(model), "--size", "256", "--seed", "3", "--points-per-side", "4"]
-    args += ["--pred-iou-thresh", "0", "--stability-thresh", "0", "-o", str(out)]
+    args += ["--pred-iou-thresh", "0", "--stability-thresh", "0", "-o", str(out), "--fine-pass"]
     monkeypatch.setattr(sys, "argv", ["bench_auto.py", *args])
     bench.main()
     summary = json.loads((out / "bench_auto.json").read_text())
-    every, skip = summary["sides"]
+    every, skip, fine = summary["sides"]
     assert (every["name"], skip["name"]) == ("every point", "skip found")
+    assert fine["name"] == "skip found + fine pass"
+    assert fine["windows"] >= skip["windows"] and fine["decoder_calls"] >= skip["decoder_calls"]
     assert every["windows"] == skip["windows"] == 1
     assert every["decoder_calls"] == 16 and 0 < skip["decoder_calls"] <= 16
     assert summary["km2"] == pytest.approx(256 * 256 / 1e6, rel=0.01)
