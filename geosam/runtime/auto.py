@@ -88,6 +88,11 @@ FINE_ZOOM = 2
 # A fine-pass parcel is one where the first pass found none: at most this share of its
 # pixels may lie on that pass's parcels.
 FINE_MAX_COVERED = 0.2
+# The fine pass's filters are this much stricter than the first pass's (predicted IoU and
+# stability): zoomed in, a model rates junk higher than at its own scale, and at the first
+# pass's thresholds the fine pass cost more precision than it gave recall on three NAIP models
+# (docs/benchmarks.md, session 12).
+FINE_STRICTER = 0.1
 
 
 @dataclass(frozen=True)
@@ -869,9 +874,15 @@ class AutoSegmenter:
         for parcel in parcels:
             paint(covered.mask, parcel, area[:2])
         # a fine window covers a quarter of a window's ground: about half the points per side
-        # keep the first pass's spacing on the ground (NAIP: 6 for 10 found as many parcels as
-        # 10 did, with half the decoder calls; docs/benchmarks.md, session 12)
-        params = replace(self.params, points_per_side=self.params.points_per_side // 2 + 1)
+        # keep the first pass's spacing on the ground (as many parcels as the full grid found
+        # on NAIP, at half the decoder calls: docs/benchmarks.md, session 12)
+        first = self.params
+        params = replace(
+            first,
+            points_per_side=first.points_per_side // 2 + 1,
+            pred_iou_thresh=min(1.0, first.pred_iou_thresh + FINE_STRICTER),
+            stability_thresh=min(1.0, first.stability_thresh + FINE_STRICTER),
+        )
         merger = MaskMerger(tiling, params, self.min_score, area)
         found: list[AutoMask] = []
         windows = [
