@@ -28,7 +28,14 @@ from test_segment import export_tiny
 
 from geosam.cli import cli
 from geosam.data.tiling import TileParams, tile_dataset
-from geosam.export.auto_calibration import calibrate, decode_region, parcels, region_manifest
+from geosam.export.auto_calibration import (
+    calibrate,
+    decode_fine,
+    decode_region,
+    fine_parcels,
+    parcels,
+    region_manifest,
+)
 from geosam.export.val_regions import val_regions
 from geosam.runtime import SamModel
 from geosam.runtime.auto import AutoParams, AutoSegmenter, choose_thresholds, tuned_thresholds
@@ -92,6 +99,11 @@ def test_calibration_finds_the_best_pair(model_dir: Path, dataset: Path) -> None
     assert 0.88 in result["grid"]["pred_iou_thresh"] and 0.95 in result["grid"]["stability_thresh"]
     assert result["val"]["split"] == "val" and result["val"]["tiles"] >= 1
     assert result["val"]["area_km2"] == pytest.approx(result["val"]["tiles"] * 0.065536, abs=1e-4)
+    # the first pass finds every parcel: the fine pass adds nothing at any pair, and the
+    # stricter pair wins the tie
+    fine = result["fine_pass"]
+    assert (fine["pred_iou_thresh"], fine["stability_thresh"]) == (0.95, 0.97)
+    assert fine["f1"] == fine["first_pass_alone"]["f1"] == 1.0
 
 
 @pytest.mark.usefixtures("ranked_model")
@@ -111,6 +123,38 @@ def test_calibration_replays_the_runtime(model_dir: Path, tmp_path: Path, pair: 
         run = list(segmenter.masks())
     assert [(m.box, m.area, m.score) for m in replayed] == [(m.box, m.area, m.score) for m in run]
     assert segmenter.prompts < len(region.windows) * 16**2  # the run skipped points
+
+
+@pytest.mark.usefixtures("ranked_model")
+@pytest.mark.parametrize(("fine_pair", "found"), [((0.7, 0.9), 16), ((0.5, 0.5), 1)])
+def test_calibration_replays_the_fine_pass(
+    model_dir: Path, tmp_path: Path, fine_pair: tuple, found: int
+) -> None:
+    """The fine pass replayed on candidates decoded once gives the parcels a run gives: here
+    the first pass (predicted IoU 0.75) finds none, the fine pass at (0.7, 0.9) every one
+    (their blended borders make them less stable at twice the resolution), and at (0.5, 0.5)
+    the junk, one window-wide mask that covers the rest."""
+    parcels_ = grid_parcels(ORIGIN, 256.0, 64.0, 16.0)
+    raster = flat_parcels_raster(tmp_path / "flat.tif", parcels_, ORIGIN, 256)
+    model = SamModel.load(model_dir, threads=1)
+    first_pair = (0.75, 0.97)
+    region = decode_region(model, raster, raster, 16, 100.0)
+    first = parcels(region, region.kept(*first_pair))
+    replayed = fine_parcels(region, decode_fine(model, region), first, fine_pair)
+    params = AutoParams(
+        points_per_side=16,
+        pred_iou_thresh=first_pair[0],
+        stability_thresh=first_pair[1],
+        fine_pass=True,
+        fine_pred_iou_thresh=fine_pair[0],
+        fine_stability_thresh=fine_pair[1],
+    )
+    with WindowReader(raster, region_manifest(model.manifest)) as reader:
+        segmenter = AutoSegmenter(model, reader, params, 100.0, min_hole_m2=100.0)
+        run = list(segmenter.masks())
+    assert first == [] and all(m.fine for m in run)
+    assert [(m.box, m.area, m.score) for m in replayed] == [(m.box, m.area, m.score) for m in run]
+    assert len(run) == found
 
 
 def test_calibration_without_val_parcels_gives_nothing(
@@ -192,6 +236,22 @@ def test_choose_thresholds() -> None:
     assert "no tuned" not in line
 
 
+def test_the_fine_pass_uses_its_tuned_filters() -> None:
+    """The fine pass's filters are the model's where its manifest has them, else 0.1 above
+    the first pass's; the log says which, and only when the fine pass runs."""
+    fine = {"pred_iou_thresh": 0.8, "stability_thresh": 0.9}
+    manifest = {"auto_thresholds": {**TUNED, "fine_pass": fine}}
+    params, line = choose_thresholds(AutoParams(fine_pass=True), manifest, "m.json", {})
+    assert (params.fine_pred_iou_thresh, params.fine_stability_thresh) == (0.8, 0.9)
+    assert "fine pass: predicted IoU 0.8, stability 0.9 (the model's, tuned" in line
+    params, line = choose_thresholds(
+        AutoParams(fine_pass=True), {"auto_thresholds": TUNED}, "m", {}
+    )
+    assert params.fine_pred_iou_thresh is None
+    assert "fine pass: predicted IoU 0.8, stability 1 (0.1 above the first pass's)" in line
+    assert "fine pass" not in choose_thresholds(AutoParams(), manifest, "m.json", {})[1]
+
+
 def test_the_tuned_point_grid_is_used_unless_given() -> None:
     manifest = {"auto_thresholds": {**TUNED, "points_per_side": 10}}
     params, line = choose_thresholds(AutoParams(), manifest, "m.json", {})
@@ -216,6 +276,11 @@ def test_the_tuned_point_grid_is_used_unless_given() -> None:
         ({**TUNED, "points_per_side": 0}, "auto_thresholds.points_per_side"),
         ({**TUNED, "points_per_side": 2.5}, "auto_thresholds.points_per_side"),
         ({**TUNED, "points_per_side": True}, "auto_thresholds.points_per_side"),
+        ({**TUNED, "fine_pass": [0.8, 0.9]}, "auto_thresholds.fine_pass must be an object"),
+        (
+            {**TUNED, "fine_pass": {"pred_iou_thresh": 2, "stability_thresh": 0.9}},
+            "auto_thresholds.fine_pass.pred_iou_thresh",
+        ),
     ],
 )
 def test_malformed_tuned_thresholds_are_refused(entry: object, message: str) -> None:

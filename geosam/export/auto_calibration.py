@@ -37,7 +37,7 @@ import functools
 import itertools
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ from geosam.export.val_regions import val_regions
 from geosam.runtime import SamModel
 from geosam.runtime.auto import (
     DEFAULT_MIN_AREA_M2,
+    FINE_PASS,
+    FINE_ZOOM,
     GRID,
     THRESHOLDS,
     AutoParams,
@@ -59,9 +61,13 @@ from geosam.runtime.auto import (
     MaskMerger,
     TileWindow,
     Tiling,
+    fine_params,
+    fine_pass,
     grid_masks,
     mask_candidates,
     point_grid,
+    pooled,
+    zoomed,
 )
 from geosam.runtime.masks import AutoMask
 from geosam.runtime.model import DECODER, ENCODER, open_session
@@ -88,22 +94,36 @@ class DecodedRegion:
 
     tiling: Tiling
     params: AutoParams
-    windows: list[tuple[TileWindow, list[list[AutoMask]]]]
+    windows: Decoded
     truth: np.ndarray
     truth_ids: np.ndarray
     area_m2: float
+    image: Path | None = None
 
     @functools.cached_property
     def ranks(self) -> np.ndarray:
         """(candidates, 2) predicted IoU and stability, over all windows and points in order."""
-        ranks = [
-            (m.score, m.stability) for _, points in self.windows for masks in points for m in masks
-        ]
-        return np.array(ranks).reshape(-1, 2)
+        return ranks(self.windows)
 
     def kept(self, pred_iou: float, stability: float) -> np.ndarray:
         """Which candidates, over all windows in order, pass the pair."""
         return (self.ranks[:, 0] >= pred_iou) & (self.ranks[:, 1] >= stability)
+
+
+Decoded = list[tuple[TileWindow, list[list[AutoMask]]]]
+
+
+def ranks(windows: Decoded) -> np.ndarray:
+    """(candidates, 2) predicted IoU and stability of ``windows``' candidates, in order."""
+    pairs = [(m.score, m.stability) for _, points in windows for masks in points for m in masks]
+    return np.array(pairs).reshape(-1, 2)
+
+
+def kept_key(ranks: np.ndarray, pair: tuple[float, float]) -> bytes:
+    """Which of the candidates rated ``ranks`` pass ``pair``, as a dictionary key: pairs that
+    keep the same candidates of a region give the same parcels, so each is run once."""
+    kept = (ranks[:, 0] >= pair[0]) & (ranks[:, 1] >= pair[1])
+    return np.packbits(kept).tobytes() + len(kept).to_bytes(8, "little")
 
 
 @dataclass(frozen=True)
@@ -151,7 +171,10 @@ def decode_region(
     params = AutoParams(points_per_side=points_per_side, pred_iou_thresh=0.0, stability_thresh=0.0)
     with WindowReader(image, region_manifest(model.manifest)) as reader:
         segmenter = AutoSegmenter(model, reader, params, min_area_m2, min_hole_m2=min_area_m2)
-        windows = [(tile, point_candidates(segmenter, tile)) for tile in segmenter.tiling.windows()]
+        windows = [
+            (tile, point_candidates(model, reader, tile, segmenter.params))
+            for tile in segmenter.tiling.windows()
+        ]
         width, height = reader.size
         pixel = reader.pixel_size_m(width / 2, height / 2)
         # Pixels outside the val tiles are nodata: only val ground counts.
@@ -166,20 +189,51 @@ def decode_region(
     ids, areas = np.unique(truth[truth > 0], return_counts=True)
     counted = ids[areas >= max(segmenter.params.min_area_px, 1.0)]
     area_m2 = valid * pixel[0] * pixel[1]
-    return DecodedRegion(segmenter.tiling, segmenter.params, windows, truth, counted, area_m2)
+    return DecodedRegion(
+        segmenter.tiling, segmenter.params, windows, truth, counted, area_m2, image
+    )
 
 
-def point_candidates(segmenter: AutoSegmenter, tile: TileWindow) -> list[list[AutoMask]]:
+def point_candidates(
+    model: SamModel, reader: WindowReader, tile: TileWindow, params: AutoParams, zoom: int = 1
+) -> list[list[AutoMask]]:
     """The candidates of each point of ``tile``'s grid, in the grid's order, every point
-    decoded whatever ``segmenter.params.skip_found`` says."""
-    model, reader, params = segmenter.model, segmenter.reader, segmenter.params
-    embedding = model.encode(reader.read(tile.window))
+    decoded whatever ``params.skip_found`` says; with ``zoom``, the window read at that many
+    times its grid size and the logits pooled back (the fine pass)."""
+    embedding = model.encode(reader.read(zoomed(tile.window, zoom)))
     valid = reader.valid(tile.window)
-    points = point_grid(params.points_per_side, tile.shape)
+    height, width = tile.shape
+    points = point_grid(params.points_per_side, (height * zoom, width * zoom))
     return [
-        mask_candidates(logits, scores, tile, params, model.threshold, valid)
+        mask_candidates(pooled(logits, zoom), scores, tile, params, model.threshold, valid)
         for logits, scores in model.decode_points(embedding, points)
     ]
+
+
+def replayed(
+    per_point: Sequence[list[AutoMask]],
+    passes: Callable[[AutoMask], bool],
+    tile: TileWindow,
+    params: AutoParams,
+    found: np.ndarray | None,
+    zoom: int = 1,
+) -> list[AutoMask]:
+    """A window's point loop (:func:`~geosam.runtime.auto.grid_masks`) run on candidates
+    decoded beforehand, ``per_point`` in the grid's order, keeping those that ``passes``:
+    the points a run with those filters skips are skipped here too."""
+    height, width = tile.shape
+    points = point_grid(params.points_per_side, (height * zoom, width * zoom))
+    by_point = {
+        tuple(point): [m for m in masks if passes(m)]
+        for point, masks in zip(points.tolist(), per_point, strict=True)
+    }
+
+    def decode(prompts: Iterator[np.ndarray]) -> Iterator[list[AutoMask]]:
+        for point in prompts:
+            yield by_point[tuple(point.tolist())]
+
+    masks, _ = grid_masks(decode, tile, params, found, zoom)
+    return masks
 
 
 def parcels(region: DecodedRegion, kept: np.ndarray) -> list[AutoMask]:
@@ -193,17 +247,7 @@ def parcels(region: DecodedRegion, kept: np.ndarray) -> list[AutoMask]:
     passed = iter(kept.tolist())
     found = []
     for tile, per_point in region.windows:
-        points = point_grid(params.points_per_side, tile.shape)
-        by_point = {
-            tuple(point): [m for m in masks if next(passed)]
-            for point, masks in zip(points.tolist(), per_point, strict=True)
-        }
-
-        def decode(prompts: Iterator[np.ndarray], by_point=by_point) -> Iterator[list[AutoMask]]:
-            for point in prompts:
-                yield by_point[tuple(point.tolist())]
-
-        masks, _ = grid_masks(decode, tile, params, merger.found(tile))
+        masks = replayed(per_point, lambda _: next(passed), tile, params, merger.found(tile))
         found += merger.add(tile, masks)
     return found + merger.flush()
 
@@ -235,13 +279,84 @@ def grid_counts(regions: Sequence[DecodedRegion]) -> dict[tuple[float, float], C
     for pair in itertools.product(PRED_IOU_GRID, STABILITY_GRID):
         total = Counts()
         for region, cache in zip(regions, seen, strict=True):
-            kept = region.kept(*pair)
-            key = np.packbits(kept).tobytes() + len(kept).to_bytes(8, "little")
+            key = kept_key(region.ranks, pair)
             if key not in cache:
-                cache[key] = region_counts(region, parcels(region, kept))
+                cache[key] = region_counts(region, parcels(region, region.kept(*pair)))
             total += cache[key]
         counts[pair] = total
     return counts
+
+
+def decode_fine(model: SamModel, region: DecodedRegion) -> Decoded:
+    """Every candidate of each fine-pass point of ``region`` (every window of
+    :meth:`~geosam.runtime.auto.Tiling.fine`, every point), filters open."""
+    params = replace(fine_params(region.params), pred_iou_thresh=0.0, stability_thresh=0.0)
+    with WindowReader(region.image, region_manifest(model.manifest)) as reader:
+        return [
+            (tile, point_candidates(model, reader, tile, params, FINE_ZOOM))
+            for tile in region.tiling.fine(params.overlap).windows()
+        ]
+
+
+def fine_parcels(
+    region: DecodedRegion, fine: Decoded, first: Sequence[AutoMask], pair: tuple[float, float]
+) -> list[AutoMask]:
+    """What the fine pass adds to ``first`` (the first pass's parcels) on ``region`` with its
+    filters at ``pair``: the runtime's :func:`~geosam.runtime.auto.fine_pass`, the decoder
+    replaced by ``fine``, the candidates decoded beforehand."""
+    params = replace(
+        region.params,
+        skip_found=AutoParams.skip_found,
+        fine_pred_iou_thresh=pair[0],
+        fine_stability_thresh=pair[1],
+    )
+    cached = {tile.origin: per_point for tile, per_point in fine}
+
+    def candidates(tile: TileWindow, params: AutoParams, seen: np.ndarray) -> list[AutoMask]:
+        def passes(mask: AutoMask) -> bool:
+            return (
+                mask.score >= params.pred_iou_thresh and mask.stability >= params.stability_thresh
+            )
+
+        return replayed(cached[tile.origin], passes, tile, params, seen, FINE_ZOOM)
+
+    return fine_pass(region.tiling, params, first, candidates)
+
+
+def calibrate_fine(
+    model: SamModel, regions: Sequence[DecodedRegion], pair: tuple[float, float]
+) -> dict[str, Any]:
+    """The fine pass's filters for a model whose first pass runs at ``pair`` on ``regions``
+    (decoded at its point grid): the pair, no looser than ``pair``, with the best object F1
+    of the two passes together, ties to the stricter; with its scores and the first pass's
+    alone. Looser pairs are not tried: zoomed in, the model rates junk higher than at its
+    own scale (docs/benchmarks.md, session 12)."""
+    firsts = [parcels(region, region.kept(*pair)) for region in regions]
+    fines = [decode_fine(model, region) for region in regions]
+    fine_ranks = [ranks(fine) for fine in fines]
+    caches: list[dict[bytes, Counts]] = [{} for _ in regions]
+    counts = {}
+    pairs = itertools.product(
+        [p for p in PRED_IOU_GRID if p >= pair[0]], [s for s in STABILITY_GRID if s >= pair[1]]
+    )
+    for fine_pair in pairs:
+        total = Counts()
+        for region, first, fine, rated, cache in zip(
+            regions, firsts, fines, fine_ranks, caches, strict=True
+        ):
+            key = kept_key(rated, fine_pair)
+            if key not in cache:
+                added = fine_parcels(region, fine, first, fine_pair)
+                cache[key] = region_counts(region, [*first, *added])
+            total += cache[key]
+        counts[fine_pair] = total
+    best = max(counts, key=lambda key: (counts[key].scores()["f1"], *key))
+    alone = sum((region_counts(r, f) for r, f in zip(regions, firsts, strict=True)), Counts())
+    return {
+        **dict(zip(THRESHOLDS, best, strict=True)),
+        **counts[best].scores(),
+        "first_pass_alone": alone.scores(),
+    }
 
 
 def calibrate(
@@ -252,14 +367,20 @@ def calibrate(
     min_area_m2: float = DEFAULT_MIN_AREA_M2,
 ) -> dict[str, Any] | None:
     """The manifest's ``auto_thresholds``: the best point grid (of ``grids``, points per
-    window side) and pair, the scores they reach and SAM's defaults reach, the grids and the
-    val regions used; None when ``dataset`` has no ``split`` tile or no true parcel in them
-    (nothing to tune on). Ties go to the smaller grid (fewer decoder calls), then to the
-    stricter pair."""
+    window side) and pair, the scores they reach and SAM's defaults reach, the fine pass's
+    filters (:func:`calibrate_fine`, under ``fine_pass``), the grids and the val regions
+    used; None when ``dataset`` has no ``split`` tile or no true parcel in them (nothing to
+    tune on). Ties go to the smaller grid (fewer decoder calls), then to the stricter
+    pair."""
     counts: dict[tuple[int, float, float], Counts] = {}
+
+    def rank(key: tuple[int, float, float]) -> tuple[float, ...]:
+        return counts[key].scores()["f1"], -key[0], *key[1:]
+
     with tempfile.TemporaryDirectory(prefix="geosam-val-") as folder:
         regions = val_regions(dataset, split, Path(folder))
-        for points in grids:  # one grid's candidates in memory at a time
+        chosen: list[DecodedRegion] = []  # the best grid's candidates, for the fine pass
+        for points in grids:  # at most two grids' candidates in memory at a time
             decoded = [
                 decode_region(model, region.image, region.truth, points, min_area_m2)
                 for region in regions
@@ -267,12 +388,16 @@ def calibrate(
             if not any(len(region.truth_ids) for region in decoded):
                 return None
             counts.update({(points, *pair): c for pair, c in grid_counts(decoded).items()})
-    best = max(counts, key=lambda key: (counts[key].scores()["f1"], -key[0], *key[1:]))
+            if max(counts, key=rank)[0] == points:
+                chosen = decoded
+        best = max(counts, key=rank)
+        fine = calibrate_fine(model, chosen, best[1:])
     sam_grid = AutoParams.points_per_side if AutoParams.points_per_side in grids else grids[0]
     sam = (sam_grid, AutoParams.pred_iou_thresh, AutoParams.stability_thresh)
     return {
         **dict(zip((GRID, *THRESHOLDS), best, strict=True)),
         **counts[best].scores(),
+        FINE_PASS: fine,
         "sam_defaults": {
             **dict(zip((GRID, *THRESHOLDS), sam, strict=True)),
             **counts[sam].scores(),
@@ -332,5 +457,14 @@ def calibrate_export(
         sam[THRESHOLDS[0]],
         sam[THRESHOLDS[1]],
         sam["f1"],
+    )
+    fine = result[FINE_PASS]
+    logger.info(
+        "fine pass (--fine-pass): predicted IoU %g, stability %g (object F1 %.3f with it, "
+        "%.3f without)",
+        fine[THRESHOLDS[0]],
+        fine[THRESHOLDS[1]],
+        fine["f1"],
+        fine["first_pass_alone"]["f1"],
     )
     return result

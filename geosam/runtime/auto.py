@@ -82,16 +82,19 @@ DEFAULT_MIN_AREA_M2 = 100.0
 TUNED_THRESHOLDS = "auto_thresholds"
 THRESHOLDS = ("pred_iou_thresh", "stability_thresh")
 GRID = "points_per_side"
+# The fine pass's filters tuned with them, under this key of the manifest's entry, and the
+# AutoParams fields they set (FINE_THRESHOLDS[i] for THRESHOLDS[i]).
+FINE_PASS = "fine_pass"
+FINE_THRESHOLDS = ("fine_pred_iou_thresh", "fine_stability_thresh")
 # The fine pass (AutoSegmenter.fine_parcels): windows of 1/FINE_ZOOM the side, read at
 # FINE_ZOOM times the grid's resolution so that they fill the model's input again.
 FINE_ZOOM = 2
 # A fine-pass parcel is one where the first pass found none: at most this share of its
 # pixels may lie on that pass's parcels.
 FINE_MAX_COVERED = 0.2
-# The fine pass's filters are this much stricter than the first pass's (predicted IoU and
-# stability): zoomed in, a model rates junk higher than at its own scale, and at the first
-# pass's thresholds the fine pass cost more precision than it gave recall on three NAIP models
-# (docs/benchmarks.md, session 12).
+# The fine pass's filters, for a model whose manifest has none tuned (older exports, other
+# tools' decoders), this much stricter than the first pass's: zoomed in, a model rates junk
+# higher than at its own scale (docs/benchmarks.md, session 12).
 FINE_STRICTER = 0.1
 
 
@@ -118,7 +121,8 @@ class AutoParams:
     (:func:`~.masks.open_piece`), dropped by default. ``fine_pass``: look again, at twice
     the resolution, at the ground the first pass left uncovered
     (:meth:`AutoSegmenter.fine_parcels`), for parcels too small for the model at its own
-    scale; off by default (it costs about twice the time).
+    scale; off by default (it costs about twice the time). ``fine_pred_iou_thresh`` and
+    ``fine_stability_thresh``: its filters (None: :func:`fine_params`' default).
     """
 
     points_per_side: int = 16
@@ -135,6 +139,8 @@ class AutoParams:
     skip_found: bool = True
     keep_open_pieces: bool = False
     fine_pass: bool = False
+    fine_pred_iou_thresh: float | None = None
+    fine_stability_thresh: float | None = None
 
     def __post_init__(self) -> None:
         # named as the CLI's options where it has one
@@ -146,6 +152,9 @@ class AutoParams:
             "nms_iou": (self.nms_iou, 0.0, 1.0),
             "containment": (self.containment, 0.0, 1.0),
         }
+        for name in FINE_THRESHOLDS:
+            if getattr(self, name) is not None:
+                fractions[name] = (getattr(self, name), 0.0, 1.0)
         for name, (value, low, high) in fractions.items():
             if not low <= value <= high:
                 raise GeosamError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
@@ -175,15 +184,14 @@ def tuned_thresholds(manifest: Mapping[str, Any], where: str) -> dict[str, float
             f"{where}: {TUNED_THRESHOLDS} must be an object holding {' and '.join(THRESHOLDS)}, "
             f"got {type(entry).__name__}: export the model again"
         )
-    values = {}
-    for name in THRESHOLDS:
-        value = entry.get(name)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise GeosamError(
-                f"{where}: {TUNED_THRESHOLDS}.{name} must be a number between 0 and 1, got "
-                f"{value!r}: export the model again"
-            )
-        values[name] = float(value)
+    values = {name: _fraction(entry, name, f"{where}: {TUNED_THRESHOLDS}") for name in THRESHOLDS}
+    fine = entry.get(FINE_PASS)
+    if fine is not None:
+        key = f"{where}: {TUNED_THRESHOLDS}.{FINE_PASS}"
+        if not isinstance(fine, Mapping):
+            raise GeosamError(f"{key} must be an object: export the model again")
+        for name, field in zip(THRESHOLDS, FINE_THRESHOLDS, strict=True):
+            values[field] = _fraction(fine, name, key)
     if GRID in entry:
         grid = entry[GRID]
         if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
@@ -193,6 +201,17 @@ def tuned_thresholds(manifest: Mapping[str, Any], where: str) -> dict[str, float
             )
         values[GRID] = grid
     return values
+
+
+def _fraction(entry: Mapping[str, Any], name: str, where: str) -> float:
+    """``entry[name]``, a number between 0 and 1, or one line naming ``where`` it is wrong."""
+    value = entry.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise GeosamError(
+            f"{where}.{name} must be a number between 0 and 1, got {value!r}: "
+            "export the model again"
+        )
+    return float(value)
 
 
 def choose_thresholds(
@@ -223,6 +242,17 @@ def choose_thresholds(
         for name, label in zip((*THRESHOLDS, GRID), labels, strict=True)
     )
     line = f"automatic mode thresholds: {described}"
+    if params.fine_pass:
+        fine = fine_params(replace(params, **chosen))
+        source = (
+            "the model's, tuned on its val split"
+            if FINE_THRESHOLDS[0] in tuned
+            else f"{FINE_STRICTER:g} above the first pass's"
+        )
+        line += (
+            f"; fine pass: predicted IoU {fine.pred_iou_thresh:g}, stability "
+            f"{fine.stability_thresh:g} ({source}), points per side {fine.points_per_side}"
+        )
     if not tuned and not all(name in given for name in THRESHOLDS):
         line += (
             f"; {where} has no tuned thresholds (an older export or another tool's decoder), "
@@ -503,6 +533,8 @@ def zoomed(window: Window, zoom: int) -> Window:
 def pooled(logits: np.ndarray, zoom: int) -> np.ndarray:
     """(K, H·zoom, W·zoom) logits averaged over ``zoom`` x ``zoom`` pixels: (K, H, W), the
     grid's resolution, where masks of every window and pass are compared and joined."""
+    if zoom == 1:
+        return logits
     count, height, width = logits.shape
     shape = (count, height // zoom, zoom, width // zoom, zoom)
     return logits.reshape(shape).mean(axis=(2, 4))
@@ -537,7 +569,7 @@ def window_masks(
 
     def decode(prompts: Iterator[np.ndarray]) -> Iterator[list[AutoMask]]:
         for logits, scores in model.decode_points(embedding, prompts):
-            logits = pooled(logits, zoom) if zoom > 1 else logits
+            logits = pooled(logits, zoom)
             yield mask_candidates(logits, scores, tile, params, model.threshold, valid, dropped)
 
     return grid_masks(decode, tile, params, found, zoom)
@@ -768,6 +800,88 @@ class MaskMerger:
         return [m for m, too_small in zip(final, small, strict=True) if not too_small]
 
 
+def fine_params(params: AutoParams) -> AutoParams:
+    """The fine pass's settings from the first pass's ``params``: its filters are
+    ``params.fine_pred_iou_thresh`` and ``fine_stability_thresh`` where set (the model's,
+    tuned on its val split), else :data:`FINE_STRICTER` above the first pass's; a fine window
+    covers a quarter of a window's ground, so about half the points per side keep the first
+    pass's spacing on the ground (as many parcels as the full grid found on NAIP, at half the
+    decoder calls: docs/benchmarks.md, session 12)."""
+    pred_iou, stability = params.fine_pred_iou_thresh, params.fine_stability_thresh
+    return replace(
+        params,
+        points_per_side=params.points_per_side // 2 + 1,
+        pred_iou_thresh=min(1.0, params.pred_iou_thresh + FINE_STRICTER)
+        if pred_iou is None
+        else pred_iou,
+        stability_thresh=min(1.0, params.stability_thresh + FINE_STRICTER)
+        if stability is None
+        else stability,
+    )
+
+
+def fine_pass(
+    tiling: Tiling,
+    params: AutoParams,
+    parcels: Sequence[AutoMask],
+    candidates: Callable[[TileWindow, AutoParams, np.ndarray], list[AutoMask]],
+    area: GridBox | None = None,
+    min_score: float | None = None,
+    dropped: Counter[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> list[AutoMask]:
+    """The fine pass: automatic mode again over ``area`` (grid pixels, by default the
+    raster), with the windows of :meth:`Tiling.fine` read at :data:`FINE_ZOOM` times the
+    grid's resolution and their logits pooled back to it, prompted only where none of
+    ``parcels`` (the first pass, at the model's own scale) lies; the parcels it finds that
+    mostly lie on ground ``parcels`` left uncovered, less what they share with it, marked
+    ``fine``. ``candidates(window, fine params, seen)`` gives a fine window's masks that pass
+    the filters with the points on ``seen`` pixels skipped (the model,
+    :meth:`AutoSegmenter.fine_candidates`, or, to tune the filters, candidates decoded once).
+    A block of a region passes its own ``area``: its fine windows are those starting in it.
+
+    Why: the decoder's masks are a quarter of its input's resolution, so a parcel 20-50 grid
+    pixels across is a few mask pixels at the model's scale and mostly missed (fields under
+    0.3 ha on NAIP at 1 m); at twice the resolution it is twice that. Parcels the first pass
+    found keep their ground: a fine mask ranks below them.
+    """
+    dropped = Counter() if dropped is None else dropped
+    fine = tiling.fine(params.overlap)
+    area = tiling.extent if area is None else area
+    width, height = area[2] - area[0], area[3] - area[1]
+    covered = AutoMask(area, np.zeros((height, width), bool), 0.0, 0.0)
+    for parcel in parcels:
+        paint(covered.mask, parcel, area[:2])
+    params = fine_params(params)
+    merger = MaskMerger(fine, params, min_score, area)
+    found: list[AutoMask] = []
+    windows = [
+        tile
+        for tile in fine.windows()
+        if area[0] <= tile.origin[0] < area[2] and area[1] <= tile.origin[1] < area[3]
+    ]
+    for done, tile in enumerate(windows):
+        if cancelled is not None and cancelled():
+            return []
+        seen = crop(covered, tile.box) | merger.found(tile)
+        found += merger.add(tile, candidates(tile, params, seen))
+        if progress is not None:
+            progress(done + 1, len(windows))
+    found += merger.flush()
+    dropped.update(merger.dropped)
+    kept = []
+    for parcel in sorted(found, key=lambda m: m.rank, reverse=True):
+        free = parcel.mask & ~crop(covered, parcel.box)
+        area_free = np.count_nonzero(free)
+        if area_free < (1 - FINE_MAX_COVERED) * parcel.area or area_free < params.min_area_px:
+            dropped[reasons.FINE_COVERED] += 1
+            continue
+        kept.append(replace(tightened(parcel, free), fine=True))
+        paint(covered.mask, kept[-1], area[:2])
+    return kept
+
+
 class AutoSegmenter:
     """Automatic mode over one raster: the tiling, and :meth:`masks`, the loop over it.
 
@@ -854,61 +968,12 @@ class AutoSegmenter:
         progress: Callable[[int, int], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
     ) -> list[AutoMask]:
-        """The fine pass: automatic mode again over ``area`` (grid pixels, by default the
-        raster), with the windows of :meth:`Tiling.fine` read at :data:`FINE_ZOOM` times the
-        grid's resolution and their logits pooled back to it, prompted only where none of
-        ``parcels`` (the pass at the model's own scale) lies; the parcels it finds that
-        mostly lie on ground ``parcels`` left uncovered, less what they share with it,
-        marked ``fine``. A block of a region passes its own ``area``: its fine windows are
-        those whose origin lies in it.
-
-        Why: the decoder's masks are a quarter of its input's resolution, so a parcel 20-50
-        grid pixels across is a few mask pixels at the model's scale and mostly missed
-        (fields under 0.3 ha on NAIP at 1 m); at twice the resolution it is twice that.
-        Parcels the first pass found keep their ground: a fine mask ranks below them.
-        """
-        tiling = self.tiling.fine(self.params.overlap)
-        area = self.tiling.extent if area is None else area
-        width, height = area[2] - area[0], area[3] - area[1]
-        covered = AutoMask(area, np.zeros((height, width), bool), 0.0, 0.0)
-        for parcel in parcels:
-            paint(covered.mask, parcel, area[:2])
-        # a fine window covers a quarter of a window's ground: about half the points per side
-        # keep the first pass's spacing on the ground (as many parcels as the full grid found
-        # on NAIP, at half the decoder calls: docs/benchmarks.md, session 12)
-        first = self.params
-        params = replace(
-            first,
-            points_per_side=first.points_per_side // 2 + 1,
-            pred_iou_thresh=min(1.0, first.pred_iou_thresh + FINE_STRICTER),
-            stability_thresh=min(1.0, first.stability_thresh + FINE_STRICTER),
-        )
-        merger = MaskMerger(tiling, params, self.min_score, area)
-        found: list[AutoMask] = []
-        windows = [
-            tile
-            for tile in tiling.windows()
-            if area[0] <= tile.origin[0] < area[2] and area[1] <= tile.origin[1] < area[3]
-        ]
-        for done, tile in enumerate(windows):
-            if cancelled is not None and cancelled():
-                return []
-            seen = crop(covered, tile.box) | merger.found(tile)
-            found += merger.add(tile, self.fine_candidates(tile, params, seen))
-            if progress is not None:
-                progress(done + 1, len(windows))
-        found += merger.flush()
-        self.dropped.update(merger.dropped)
-        kept = []
-        for parcel in sorted(found, key=lambda m: m.rank, reverse=True):
-            free = parcel.mask & ~crop(covered, parcel.box)
-            area_free = np.count_nonzero(free)
-            if area_free < (1 - FINE_MAX_COVERED) * parcel.area or area_free < params.min_area_px:
-                self.dropped[reasons.FINE_COVERED] += 1
-                continue
-            kept.append(replace(tightened(parcel, free), fine=True))
-            paint(covered.mask, kept[-1], area[:2])
-        return kept
+        """:func:`fine_pass` over this raster (or a block's ``area`` of it), its windows read
+        and decoded here (:meth:`fine_candidates`)."""
+        return fine_pass(
+            self.tiling, self.params, parcels, self.fine_candidates, area, self.min_score,
+            self.dropped, progress, cancelled,
+        )  # fmt: skip
 
     def fine_candidates(
         self, tile: TileWindow, params: AutoParams, seen: np.ndarray
