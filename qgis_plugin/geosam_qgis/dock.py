@@ -142,6 +142,13 @@ class SegmentDock(QgsDockWidget):
             "thresholds: the parcels appear in a preview layer to accept or discard"
         )
         layout.addWidget(self.find_view_button)
+        self.fine_check = QCheckBox("Also small parcels (a second look at twice the resolution)")
+        self.fine_check.setToolTip(
+            "The fine pass: where the first pass found no parcel, look again through windows "
+            "of half the side read at twice the resolution, for parcels too small for the "
+            "model at its own scale; about 2.5x the time"
+        )
+        layout.addWidget(self.fine_check)
         row = QHBoxLayout()
         self.accept_all_button = QPushButton("Accept all")
         self.accept_selected_button = QPushButton("Accept selected")

@@ -178,7 +178,10 @@ class FindInView(QObject):
             return
         try:
             settings, chosen = choose_thresholds(
-                AutoParams(), model.manifest, model.manifest_source, {}
+                AutoParams(fine_pass=self.dock.fine_check.isChecked()),
+                model.manifest,
+                model.manifest_source,
+                {},
             )
         except GeosamError as error:
             self.controller.message(str(error))

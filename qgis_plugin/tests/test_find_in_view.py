@@ -98,6 +98,17 @@ def test_parcels_only_inside_the_view_then_accept_selected_and_all(finder) -> No
     assert output.featureCount() == 1
 
 
+def test_the_fine_pass_from_the_panel(finder) -> None:
+    """With "Also small parcels" ticked, find in view runs the fine pass too and says so."""
+    finder.dock.fine_check.setChecked(True)
+    finder.find()
+    wait_for(lambda: finder.preview is not None, timeout=120)
+    assert "fine pass: predicted IoU 0.1" in finder.dock.status_label.text()
+    extent = finder.controller.canvas.extent()
+    assert finder.preview.featureCount() >= 2
+    assert all(extent.contains(f.geometry().boundingBox()) for f in finder.preview.getFeatures())
+
+
 def test_discard_and_a_view_off_the_raster(finder) -> None:
     finder.find()
     wait_for(lambda: finder.preview is not None, timeout=120)
