@@ -741,8 +741,7 @@ class MaskMerger:
         reaches beyond it can continue it, and that takes a point inside it."""
         found = np.zeros(tile.shape, bool)
         for mask in self.pending:
-            whole = not mask.cut and not mask.fine  # a fine mask may be a part of a parcel
-            if whole and (self.min_score is None or mask.score >= self.min_score):
+            if not mask.cut and (self.min_score is None or mask.score >= self.min_score):
                 paint(found, mask, tile.origin)
         return found
 
@@ -767,7 +766,8 @@ class MaskMerger:
 
         for i, old in enumerate(near):
             for j, new in enumerate(masks, start=len(near)):
-                # a fine-pass mask is whole in its sub-window, and not a piece to continue
+                # a fine-pass parcel only fills ground the first pass left (a Dask client's
+                # merge meets both): it continues no first-pass piece
                 fine = old.fine or new.fine
                 if (old.cut or new.cut) and not fine and seen_alike(old, new, self.params.nms_iou):
                     group[root(j)] = root(i)
@@ -933,26 +933,27 @@ class AutoSegmenter:
         ``progress(done, total)`` is called after each window; ``cancelled()`` is asked
         before each, and stops the loop at once (the masks still pending are not handed out).
         """
-        fine = self.tiling.fine(self.params.overlap) if self.params.fine_pass else None
-        total = len(self.tiling) + (0 if fine is None else len(fine))
+        fine = self.params.fine_pass
+        total = len(self.tiling) + (len(self.tiling.fine(self.params.overlap)) if fine else 0)
         merger = MaskMerger(self.tiling, self.params, self.min_score)
-        parcels: list[AutoMask] = []  # kept for the fine pass only
+        parcels: list[AutoMask] = []  # the fine pass needs the first pass's, all of them
         for done, tile in enumerate(self.tiling.windows()):
             if cancelled is not None and cancelled():
                 return
             found = merger.found(tile) if self.params.skip_found else None
             final = merger.add(tile, self.candidates(tile, found))
-            if fine is None:
-                yield from final
-            else:
+            if fine:
                 parcels += final
+            else:
+                yield from final
             if progress is not None:
                 progress(done + 1, total)
+        final = merger.flush()
         self.dropped.update(merger.dropped)
-        if fine is None:
-            yield from merger.flush()
+        if not fine:
+            yield from final
             return
-        parcels += merger.flush()
+        parcels += final
         yield from parcels
 
         def fine_progress(done: int, _: int) -> None:

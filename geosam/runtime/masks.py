@@ -50,9 +50,9 @@ class AutoMask:
     @property
     def rank(self) -> tuple[bool, float, float]:
         """The order in which masks win: duplicates and contested pixels go to the higher. A
-        fine-pass mask ranks below every mask of the window's own pass: it is only meant
-        where that pass found nothing, and a piece of a parcel seen at twice the resolution
-        may well be rated higher than the whole."""
+        fine-pass mask ranks below every first-pass mask: it is only meant where that pass
+        found nothing, and a piece of a parcel seen at twice the resolution may well be rated
+        higher than the whole."""
         return not self.fine, self.score, self.stability
 
 
