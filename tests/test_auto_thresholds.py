@@ -29,12 +29,15 @@ from test_segment import export_tiny
 from geosam.cli import cli
 from geosam.data.tiling import TileParams, tile_dataset
 from geosam.export.auto_calibration import (
+    Counts,
     calibrate,
+    chosen_setting,
     decode_fine,
     decode_region,
     fine_parcels,
     parcels,
     region_manifest,
+    standard_error,
 )
 from geosam.export.val_regions import val_regions
 from geosam.runtime import SamModel
@@ -92,6 +95,12 @@ def test_calibration_finds_the_best_pair(model_dir: Path, dataset: Path) -> None
     assert {k: result[k] for k in TUNED} == TUNED
     assert result["points_per_side"] == 16  # 2 x 2 points per window fall between parcels
     assert result["grid"]["points_per_side"] == [2, 16]
+    assert result["grids"]["2"]["f1"] < result["f1"] - result["grids"]["16"]["standard_error"]
+    assert result["grids"]["16"] == {
+        **{k: result[k] for k in ("f1", "precision", "recall", "truth", "predicted", "matched")},
+        **TUNED,
+        "standard_error": 0.0,
+    }
     assert result["f1"] == result["precision"] == result["recall"] == 1.0
     assert result["truth"] == result["matched"] > 0
     sam = result["sam_defaults"]
@@ -104,6 +113,32 @@ def test_calibration_finds_the_best_pair(model_dir: Path, dataset: Path) -> None
     fine = result["fine_pass"]
     assert (fine["pred_iou_thresh"], fine["stability_thresh"]) == (0.95, 0.97)
     assert fine["f1"] == fine["first_pass_alone"]["f1"] == 1.0
+
+
+def test_standard_error_of_f1() -> None:
+    # F1 0.6 from 150 matches of 250 true and 250 predicted parcels: sqrt(0.24 / 250)
+    assert standard_error(Counts(250, 250, 150)) == pytest.approx(0.031, abs=5e-4)
+    assert standard_error(Counts()) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("dense_matched", "chosen"),
+    [
+        (150, (10, 0.7, 0.7)),  # F1 0.600 against 0.580: within one standard error (0.031)
+        (145, (10, 0.7, 0.7)),  # 0.580 each: the tie goes to the smaller grid too
+        (170, (16, 0.6, 0.8)),  # 0.680: clearly better, the denser grid is worth its cost
+    ],
+)
+def test_the_smallest_grid_within_one_standard_error_is_chosen(
+    dense_matched: int, chosen: tuple
+) -> None:
+    counts = {
+        (10, 0.7, 0.7): Counts(250, 250, 145),
+        (10, 0.5, 0.5): Counts(250, 400, 150),  # F1 0.462
+        (16, 0.6, 0.8): Counts(250, 250, dense_matched),
+        (16, 0.9, 0.9): Counts(250, 100, 90),  # F1 0.514
+    }
+    assert chosen_setting(counts) == chosen
 
 
 @pytest.mark.usefixtures("ranked_model")

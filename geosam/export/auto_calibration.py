@@ -36,8 +36,9 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,57 @@ class Counts:
             "predicted": self.predicted,
             "matched": self.matched,
         }
+
+
+Setting = tuple[int, float, float]  # (points per side, predicted IoU, stability)
+
+
+def preference(counts: Mapping[Setting, Counts], key: Setting) -> tuple[float, ...]:
+    """Best F1 first; ties to the smaller grid (fewer decoder calls), then the stricter pair."""
+    return counts[key].scores()["f1"], -key[0], *key[1:]
+
+
+def standard_error(counts: Counts) -> float:
+    """The standard error of an F1 score, taken as a proportion's: F1 is the matched parcels
+    over the mean of the true and the predicted ones, n, so sqrt(F1 (1 - F1) / n)."""
+    n = (counts.truth + counts.predicted) / 2
+    f1 = float(counts.scores()["f1"])
+    return math.sqrt(f1 * (1 - f1) / n) if n else 0.0
+
+
+def chosen_setting(counts: Mapping[Setting, Counts]) -> Setting:
+    """The grid and pair a model ships with: the best pair of the smallest point grid whose
+    best F1 is within one standard error of the best of all grids (the one-standard-error
+    rule of model selection).
+
+    Why: a val split of a few hundred parcels cannot tell grids apart by less than that
+    (about 0.03 F1 at 250 parcels), and where it could not, the coarser grid did better on
+    held-out images every time it was measured (NAIP, docs/benchmarks.md, sessions 9-13):
+    a dense grid lands more points in a large field's corners and margins, whose masks are
+    pieces. It also costs fewer decoder calls (10 x 10 points: 2.6x fewer than 16 x 16)."""
+    best = max(counts, key=lambda key: preference(counts, key))
+    floor = counts[best].scores()["f1"] - standard_error(counts[best])
+    for points in sorted({key[0] for key in counts}):
+        top = best_in_grid(counts, points)
+        if counts[top].scores()["f1"] >= floor:
+            return top
+    return best
+
+
+def best_in_grid(counts: Mapping[Setting, Counts], points: int) -> Setting:
+    """The best setting of one point grid."""
+    return max((key for key in counts if key[0] == points), key=lambda key: preference(counts, key))
+
+
+def grid_summary(counts: Mapping[Setting, Counts], points: int) -> dict[str, float | int]:
+    """The best pair of one point grid and its scores, for the manifest: what the grid
+    choice was made between."""
+    top = best_in_grid(counts, points)
+    return {
+        **dict(zip(THRESHOLDS, top[1:], strict=True)),
+        **counts[top].scores(),
+        "standard_error": round(standard_error(counts[top]), 4),
+    }
 
 
 def region_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -370,34 +422,37 @@ def calibrate(
     window side) and pair, the scores they reach and SAM's defaults reach, the fine pass's
     filters (:func:`calibrate_fine`, under ``fine_pass``), the grids and the val regions
     used; None when ``dataset`` has no ``split`` tile or no true parcel in them (nothing to
-    tune on). Ties go to the smaller grid (fewer decoder calls), then to the stricter
-    pair."""
-    counts: dict[tuple[int, float, float], Counts] = {}
+    tune on). The grid is :func:`chosen_setting`'s: the smallest whose best pair is within
+    one standard error of the best of all."""
+    counts: dict[Setting, Counts] = {}
 
-    def rank(key: tuple[int, float, float]) -> tuple[float, ...]:
-        return counts[key].scores()["f1"], -key[0], *key[1:]
+    def decode(points: int) -> list[DecodedRegion]:
+        return [
+            decode_region(model, region.image, region.truth, points, min_area_m2)
+            for region in regions
+        ]
 
     with tempfile.TemporaryDirectory(prefix="geosam-val-") as folder:
         regions = val_regions(dataset, split, Path(folder))
-        chosen: list[DecodedRegion] = []  # the best grid's candidates, for the fine pass
+        held: tuple[int, list[DecodedRegion]] | None = None  # the chosen grid's, for the fine pass
         for points in grids:  # at most two grids' candidates in memory at a time
-            decoded = [
-                decode_region(model, region.image, region.truth, points, min_area_m2)
-                for region in regions
-            ]
+            decoded = decode(points)
             if not any(len(region.truth_ids) for region in decoded):
                 return None
             counts.update({(points, *pair): c for pair, c in grid_counts(decoded).items()})
-            if max(counts, key=rank)[0] == points:
-                chosen = decoded
-        best = max(counts, key=rank)
-        fine = calibrate_fine(model, chosen, best[1:])
+            if chosen_setting(counts)[0] == points:
+                held = (points, decoded)
+        best = chosen_setting(counts)
+        if held is None or held[0] != best[0]:  # a later grid moved the choice back
+            held = (best[0], decode(best[0]))
+        fine = calibrate_fine(model, held[1], best[1:])
     sam_grid = AutoParams.points_per_side if AutoParams.points_per_side in grids else grids[0]
     sam = (sam_grid, AutoParams.pred_iou_thresh, AutoParams.stability_thresh)
     return {
         **dict(zip((GRID, *THRESHOLDS), best, strict=True)),
         **counts[best].scores(),
         FINE_PASS: fine,
+        "grids": {str(points): grid_summary(counts, points) for points in grids},
         "sam_defaults": {
             **dict(zip((GRID, *THRESHOLDS), sam, strict=True)),
             **counts[sam].scores(),
@@ -457,6 +512,13 @@ def calibrate_export(
         sam[THRESHOLDS[0]],
         sam[THRESHOLDS[1]],
         sam["f1"],
+    )
+    logger.info(
+        "point grids (the smallest within one standard error of the best is chosen): %s",
+        ", ".join(
+            f"{points} x {points} F1 {grid['f1']:.3f} ± {grid['standard_error']:.3f}"
+            for points, grid in result["grids"].items()
+        ),
     )
     fine = result[FINE_PASS]
     logger.info(
