@@ -11,6 +11,7 @@ of 0.72 or less finds every parcel, and the stricter of those pairs on the grid 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -47,6 +48,8 @@ from geosam.utils.errors import GeosamError
 
 ORIGIN = (500_000.0, 5_000_000.0)
 TUNED = {"pred_iou_thresh": 0.7, "stability_thresh": 0.97}
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+ORACLE_SCRIPT = SCRIPTS / "bench_threshold_oracle.py"
 
 
 @pytest.fixture(scope="module")
@@ -393,3 +396,34 @@ def test_segment_refuses_a_malformed_manifest(
         str(model / "manifest.json") in errors[0] and "auto_thresholds.pred_iou_thresh" in errors[0]
     )
     assert not out.exists()
+
+
+@pytest.mark.usefixtures("ranked_model")
+def test_threshold_oracle_beside_the_shipped_setting(
+    model_dir: Path,
+    flat_raster: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """scripts/bench_threshold_oracle.py: a model shipped with a stability filter that lets
+    the window-sized junk through (0.5) finds 1 polygon; the best setting on the same raster
+    finds the 16 parcels, at the stricter pair that does (0.7 / 0.97)."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # as a script, it imports its neighbours
+    spec = importlib.util.spec_from_file_location("bench_threshold_oracle", ORACLE_SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    shipped = {"pred_iou_thresh": 0.7, "stability_thresh": 0.5, "points_per_side": 16}
+    model = tuned_copy(model_dir, tmp_path / "model", shipped)
+    truth = tmp_path / "truth.gpkg"
+    parcels_ = grid_parcels(ORIGIN, 256.0, 64.0, 16.0)
+    gpd.GeoDataFrame(geometry=parcels_, crs="EPSG:32633").to_file(truth, engine="pyogrio")
+    out = tmp_path / "oracle"
+    argv = ["--model", f"shipped={model}", "--images", str(flat_raster), "--truth", str(truth)]
+    results = bench.run(bench.parse_args([*argv, "-o", str(out)]))["shipped"]
+    assert results["shipped"]["f1"] < 0.2 and results["shipped"]["predicted"] == 1
+    assert {k: results["oracle"][k] for k in TUNED} == TUNED
+    assert results["oracle"]["f1"] == 1.0 and results["oracle"]["matched"] == 16
+    assert [row["points_per_side"] for row in results["oracle_per_grid"]] == [10, 16]
+    assert "| shipped | 16², 0.7 / 0.5 |" in capsys.readouterr().out
+    assert json.loads((out / "threshold-oracle.json").read_text())["shipped"] == results
