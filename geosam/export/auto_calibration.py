@@ -81,8 +81,8 @@ logger = logging.getLogger("geosam.export")
 PRED_IOU_GRID = tuple(sorted({*np.round(np.arange(0.30, 0.951, 0.05), 2).tolist(), 0.88}))
 STABILITY_GRID = tuple(sorted({*np.round(np.arange(0.50, 0.951, 0.05), 2).tolist(), 0.97}))
 # Point grids (points per window side) tried with them: SAM's 32 scaled to parcels (16) and a
-# coarser one, which the NAIP models preferred on their val regions (docs/benchmarks.md,
-# session 11) and which costs 2.6x fewer decoder calls.
+# coarser one, which costs 2.6x fewer decoder calls and is kept unless the val split shows 16
+# clearly better (:func:`chosen_setting`).
 POINT_GRIDS = (10, 16)
 
 
