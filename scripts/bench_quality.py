@@ -20,7 +20,9 @@ and their fixed prompts (box; one positive point; three points), ``geosam evalua
 Last, the stand-in, the chosen decoder run and the parcel-map run, exported (each export tunes
 its automatic-mode thresholds on the train images' val regions), go through ``geosam segment``
 on the whole held-out images (scripts/bench_whole_rasters.py, issue 14): box and point prompts
-on whole fields against box-fill, and automatic mode's object F1.
+on whole fields against box-fill, and automatic mode's object F1; and for the two tuned
+models, automatic mode's shipped setting beside the best any setting reaches on those images
+(scripts/bench_threshold_oracle.py), to tell a calibration loss from the model's limit.
 
 Before the NAIP stages it runs issue 4's round trip on the stand-in: tile → train → export-onnx
 → ``geosam segment`` on a synthetic scene it never saw (another seed), one point inside each
@@ -51,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bench_threshold_oracle
 import bench_whole_rasters
 import build_standin
 import geopandas as gpd
@@ -321,30 +324,68 @@ def table(results: dict[str, dict[str, dict[str, float]]], tuned: Sequence[str])
     return "\n".join(lines) + "\n"
 
 
-def whole_rasters(
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out images, their true fields and the exported models scored on them."""
+
+    images: Sequence[Path]
+    labels: Path
+    models: dict[str, Path]
+
+    def arguments(self, models: Sequence[str]) -> list[str]:
+        """The arguments of a held-out script for ``models``: each as NAME=FOLDER, the images
+        and the truth."""
+        return [
+            *(f"--model={name}={self.models[name]}" for name in models),
+            "--images", *map(str, self.images),
+            "--truth", str(self.labels), "--truth-layer", "fields",
+        ]  # fmt: skip
+
+
+def held_out_stage(
+    script: Any,
+    name: str,
+    title: str,
+    arguments: list[str],
     out: Path,
-    images: Sequence[Path],
-    labels: Path,
-    models: dict[str, Path],
     timings: Timings,
     redo: bool,
 ) -> dict[str, Any]:
+    """The stage ``title``: ``script`` (a held-out benchmark module whose ``run`` writes
+    OUT/NAME/NAME.json) run once, and its results."""
+    result_path = out / name / f"{name}.json"
+    arguments = [*arguments, "-o", str(out / name)]
+    timings.run(
+        title,
+        not redo and result_path.exists(),
+        lambda: script.run(script.parse_args(arguments)),
+    )
+    return json.loads(result_path.read_text())
+
+
+def whole_rasters(held_out: HeldOut, out: Path, timings: Timings, redo: bool) -> dict[str, Any]:
     """Issue 14's scoring of what users get: the exported models through ``geosam segment`` on
     the whole held-out images and whole fields (scripts/bench_whole_rasters.py), prompt mode
     (also with test-time flips) against box-fill and automatic mode's object F1."""
-    result_path = out / "whole-rasters" / "whole-rasters.json"
-    arguments = [
-        *(f"--model={name}={folder}" for name, folder in models.items()),
-        "--images", *map(str, images),
-        "--truth", str(labels), "--truth-layer", "fields", "--id-field", "field_id",
-        "-o", str(out / "whole-rasters"), "--flip-tta",
-    ]  # fmt: skip
-    timings.run(
-        "whole held-out rasters through geosam segment (prompts, automatic mode)",
-        not redo and result_path.exists(),
-        lambda: bench_whole_rasters.run(bench_whole_rasters.parse_args(arguments)),
+    arguments = held_out.arguments(list(held_out.models))
+    arguments += ["--id-field", "field_id", "--flip-tta"]
+    title = "whole held-out rasters through geosam segment (prompts, automatic mode)"
+    return held_out_stage(
+        bench_whole_rasters, "whole-rasters", title, arguments, out, timings, redo
     )
-    return json.loads(result_path.read_text())
+
+
+def threshold_oracle(
+    held_out: HeldOut, tuned: Sequence[str], out: Path, timings: Timings, redo: bool
+) -> dict[str, Any]:
+    """How far each ``tuned`` model's shipped automatic-mode setting is from the best any
+    setting reaches on the held-out images (scripts/bench_threshold_oracle.py): a small gap
+    says the model, not its thresholds, limits automatic mode."""
+    arguments = held_out.arguments(tuned)
+    title = "automatic mode's thresholds against the best on the held-out images"
+    return held_out_stage(
+        bench_threshold_oracle, "threshold-oracle", title, arguments, out, timings, redo
+    )
 
 
 def variant(text: str) -> tuple[str, float]:
@@ -562,12 +603,16 @@ def main() -> None:
                 "export-onnx", "--run", str(run_dir), "-o", str(onnx), "--overwrite"
             ),
         )
-    whole = whole_rasters(out, [by_stem[s] for s in heldout_stems], labels, exported, timings, redo)
+    held_out = HeldOut([by_stem[s] for s in heldout_stems], labels, exported)
+    whole = whole_rasters(held_out, out, timings, redo)
+    oracle = threshold_oracle(held_out, ["decoder", "parcel map"], out, timings, redo)
     markdown = "\n".join(
         f"{scoring.title}\n\n{table(results[scoring.key], list(tuned))}" for scoring in SCORINGS
     )
     markdown += "\nWhole held-out rasters through `geosam segment`:\n\n"
     markdown += bench_whole_rasters.table(whole)
+    markdown += "\nAutomatic mode's shipped setting against the best on the held-out images:\n\n"
+    markdown += bench_threshold_oracle.table(oracle)
     document = {
         "benchmark": "scripts/bench_quality.py (issue 6)",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
@@ -598,6 +643,7 @@ def main() -> None:
         },
         "round_trip": trip,
         "whole_rasters": whole,
+        "threshold_oracle": oracle,
         "stand-in": standin,
         "runs": {k: str(v) for k, v in tuned.items()},
         "timings_s": timings.stages,
