@@ -23,7 +23,6 @@ rasters are read as the val regions are, as 8-bit RGB without a stretch (NAIP an
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 
 import geopandas as gpd
 import rasterio
-from bench_whole_rasters import model_argument
+from bench_whole_rasters import held_out_parser, report
 from rasterio.features import rasterize
 
 from geosam.export.auto_calibration import (
@@ -120,31 +119,19 @@ def describe(row: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model", type=model_argument, action="append", required=True, help="NAME=MODEL_DIR"
-    )
-    parser.add_argument("--images", type=Path, nargs="+", required=True)
-    parser.add_argument("--truth", type=Path, required=True)
-    parser.add_argument("--truth-layer")
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    return parser.parse_args(argv)
+    return held_out_parser(__doc__.splitlines()[0]).parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Every model on the same truth rasters; writes OUTPUT/threshold-oracle.{json,md}."""
     truth = gpd.read_file(args.truth, layer=args.truth_layer, engine="pyogrio")
-    args.output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="geosam-oracle-") as folder:
         regions = [
             (image, truth_raster(truth, image, Path(folder) / f"{image.stem}-truth.tif"))
             for image in args.images
         ]
         results = {name: oracle(model, regions) for name, model in args.model}
-    text = table(results)
-    print(text, flush=True)
-    (args.output / "threshold-oracle.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.output / "threshold-oracle.md").write_text(text)
+    report(args.output, "threshold-oracle", results, table(results))
     return results
 
 

@@ -280,14 +280,30 @@ def model_argument(text: str) -> tuple[str, Path]:
     return name, Path(folder)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def held_out_parser(description: str) -> argparse.ArgumentParser:
+    """The options every held-out benchmark takes: models (NAME=MODEL_DIR), images, truth
+    and output folder."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--model", type=model_argument, action="append", required=True, help="NAME=MODEL_DIR"
     )
     parser.add_argument("--images", type=Path, nargs="+", required=True)
     parser.add_argument("--truth", type=Path, required=True)
     parser.add_argument("--truth-layer")
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    return parser
+
+
+def report(output: Path, name: str, results: dict[str, Any], text: str) -> None:
+    """Print a held-out benchmark's table and write OUTPUT/NAME.json and OUTPUT/NAME.md."""
+    print(text, flush=True)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (output / f"{name}.md").write_text(text)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = held_out_parser(__doc__.splitlines()[0])
     parser.add_argument("--id-field", required=True)
     parser.add_argument(
         "--flip-tta",
@@ -300,17 +316,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         help="options for `geosam segment --auto` (last on the line), e.g. thresholds",
     )
-    parser.add_argument("-o", "--output", type=Path, required=True)
     return parser.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Every model, then the side-by-side table; writes OUTPUT/whole-rasters.{json,md}."""
     results = {name: bench_model(args, name, model) for name, model in args.model}
-    text = table(results)
-    print(text, flush=True)
-    (args.output / "whole-rasters.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.output / "whole-rasters.md").write_text(text)
+    report(args.output, "whole-rasters", results, table(results))
     return results
 
 
